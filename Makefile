@@ -1,0 +1,31 @@
+# Ambit build. `make` builds every binary into bin/; `make test` is what CI runs.
+GO            ?= go
+BIN           ?= bin
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+TOOLS         := $(CURDIR)/.tools
+
+.PHONY: all build test generate tools clean lint
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
+
+# Unit, integration (root, network namespaces) and end-to-end tests.
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 40m ./...
+
+tools:
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+# Regenerates the committed Go code from api/*.proto (protoc from Debian's protobuf-compiler).
+generate: tools
+	PATH=$(TOOLS):$$PATH protoc -I api --go_out=api --go_opt=paths=source_relative \
+		--go-grpc_out=api --go-grpc_opt=paths=source_relative \
+		api/mesh/v1/*.proto
+
+clean:
+	rm -rf $(BIN) $(TOOLS)

@@ -5,17 +5,25 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 TOOLS         := $(CURDIR)/.tools
 
-.PHONY: all build test generate tools clean lint
+.PHONY: all build demo test check-generate generate tools clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
 
-# Unit, integration (root, network namespaces) and end-to-end tests.
-test:
+# The demo mesh (root on Linux).
+demo: build
+	$(BIN)/ambit up -f examples/quickstart
+
+# Unit, integration (root, network namespaces) and end-to-end tests, after
+# checking that the committed generated code matches api/*.proto.
+test: check-generate
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...
+
+check-generate: generate
+	@git diff --exit-code --stat -- api/ || { echo "generated code in api/ is stale: run 'make generate' and commit"; exit 1; }
 
 tools:
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)

@@ -47,7 +47,42 @@ func Parse(s string) (ID, error) {
 			return ID{}, fmt.Errorf("SPIFFE ID %q: empty trust domain, namespace or service account", s)
 		}
 	}
+	if !validTrustDomain(parts[0]) {
+		return ID{}, fmt.Errorf("SPIFFE ID %q: trust domain may hold only lowercase letters, digits, '.', '-' and '_'", s)
+	}
+	if !validSegment(parts[2]) || !validSegment(parts[4]) {
+		return ID{}, fmt.Errorf("SPIFFE ID %q: namespace and service account may hold only letters, digits, '.', '-' and '_'", s)
+	}
 	return ID{TrustDomain: parts[0], Namespace: parts[2], ServiceAccount: parts[4]}, nil
+}
+
+// ControlPlaneID is the identity of the control plane's serving certificate;
+// proxies check it instead of the address they dialled.
+func ControlPlaneID(trustDomain string) ID {
+	return ID{TrustDomain: trustDomain, Namespace: "istio-system", ServiceAccount: "ambit-controlplane"}
+}
+
+// The SPIFFE spec's character sets: anything else (ports, queries, escapes,
+// user info) would make two spellings of one identity possible.
+func validTrustDomain(s string) bool {
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func validSegment(s string) bool {
+	if s == "." || s == ".." {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // FromCertificate returns the single SPIFFE ID in cert's URI SANs. A

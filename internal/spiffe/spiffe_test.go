@@ -20,6 +20,12 @@ func TestParse(t *testing.T) {
 		{in: "spiffe:///ns/a/sa/b", wantErr: true},
 		{in: "spiffe://td/ns/a/sa/b/extra", wantErr: true},
 		{in: "spiffe://td/xx/a/sa/b", wantErr: true},
+		{in: "spiffe://td:443/ns/a/sa/b", wantErr: true},
+		{in: "spiffe://td/ns/a/sa/b?x=1", wantErr: true},
+		{in: "spiffe://TD/ns/a/sa/b", wantErr: true},
+		{in: "spiffe://td/ns/a%2f/sa/b", wantErr: true},
+		{in: "spiffe://td/ns/../sa/b", wantErr: true},
+		{in: "spiffe://user@td/ns/a/sa/b", wantErr: true},
 	}
 	for _, tt := range tests {
 		got, err := Parse(tt.in)

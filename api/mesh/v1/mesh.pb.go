@@ -3183,9 +3183,13 @@ type PortRoutes struct {
 	Rules    []*RouteRule           `protobuf:"bytes,3,rep,name=rules,proto3" json:"rules,omitempty"`
 	// True when a user route (HTTPRoute/GRPCRoute/VirtualService) governs this
 	// port; false means the default route to the Service itself.
-	UserRoutes    bool `protobuf:"varint,4,opt,name=user_routes,json=userRoutes,proto3" json:"user_routes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UserRoutes bool `protobuf:"varint,4,opt,name=user_routes,json=userRoutes,proto3" json:"user_routes,omitempty"`
+	// Set on consumer routes (a route in another namespace whose parentRef is
+	// this Service): these rules apply only to clients in that namespace, in
+	// place of the producer rules of the same port.
+	ConsumerNamespace string `protobuf:"bytes,5,opt,name=consumer_namespace,json=consumerNamespace,proto3" json:"consumer_namespace,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *PortRoutes) Reset() {
@@ -3244,6 +3248,13 @@ func (x *PortRoutes) GetUserRoutes() bool {
 		return x.UserRoutes
 	}
 	return false
+}
+
+func (x *PortRoutes) GetConsumerNamespace() string {
+	if x != nil {
+		return x.ConsumerNamespace
+	}
+	return ""
 }
 
 type ServiceRoutes struct {
@@ -4037,14 +4048,15 @@ const file_mesh_v1_mesh_proto_rawDesc = "" +
 	"\x0etraffic_policy\x18\x03 \x01(\v2\x1c.ambit.mesh.v1.TrafficPolicyR\rtrafficPolicy\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa9\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd8\x01\n" +
 	"\n" +
 	"PortRoutes\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x126\n" +
 	"\bprotocol\x18\x02 \x01(\x0e2\x1a.ambit.mesh.v1.AppProtocolR\bprotocol\x12.\n" +
 	"\x05rules\x18\x03 \x03(\v2\x18.ambit.mesh.v1.RouteRuleR\x05rules\x12\x1f\n" +
 	"\vuser_routes\x18\x04 \x01(\bR\n" +
-	"userRoutes\"Z\n" +
+	"userRoutes\x12-\n" +
+	"\x12consumer_namespace\x18\x05 \x01(\tR\x11consumerNamespace\"Z\n" +
 	"\rServiceRoutes\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12/\n" +
 	"\x05ports\x18\x02 \x03(\v2\x19.ambit.mesh.v1.PortRoutesR\x05ports\"\xe9\x03\n" +

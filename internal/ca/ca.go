@@ -615,4 +615,3 @@ func validTrustDomain(td string) error {
 	}
 	return nil
 }
-

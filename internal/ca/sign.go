@@ -232,7 +232,6 @@ const (
 	ControlPlaneServiceAccount = "ambit-controlplane"
 )
 
-
 // IssueServingCertificate issues the control plane's own TLS certificate:
 // a fresh ECDSA P-256 key, the control-plane SPIFFE ID as URI SAN, and hosts
 // (DNS names or IP addresses) as DNS/IP SANs so clients that verify host

@@ -19,8 +19,6 @@ type Error struct {
 	Ref      model.Ref // the object, as far as it is known (Kind may be empty)
 	Field    string    // path of the offending field, e.g. "spec.rules[0].backendRefs[1].weight"
 	Message  string
-
-	path *fieldPath // Field before rendering, kept to find Line
 }
 
 // Error formats e as

@@ -96,7 +96,7 @@ func supportedKindNames() string {
 // notMeshKinds explains kinds that turn up next to mesh config in Istio
 // material but that ambit deliberately does not take.
 var notMeshKinds = map[string]string{
-	"install.istio.io/IstioOperator": "IstioOperator is istioctl installation configuration, not a mesh resource; ambit needs none (ztunnel, CNI and the control plane are part of ambit), so leave it out",
+	"install.istio.io/IstioOperator":  "IstioOperator is istioctl installation configuration, not a mesh resource; ambit needs none (ztunnel, CNI and the control plane are part of ambit), so leave it out",
 	"networking.istio.io/EnvoyFilter": "EnvoyFilter patches Envoy configuration and ambit has no Envoy; use a WasmPlugin, an HTTPRoute filter or a VirtualService instead",
 	"networking.istio.io/Sidecar":     "Sidecar configures sidecar proxies and ambit is sidecar-less; leave it out",
 	"networking.istio.io/Gateway":     "Istio's Gateway (networking.istio.io) configures ingress proxies and is not supported; waypoints and gateways are Gateway API Gateways (gateway.networking.k8s.io/v1)",

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -250,5 +249,3 @@ func sortedMapKeys[V any](m map[string]V) []string {
 	slices.Sort(keys)
 	return keys
 }
-
-func itoa[T int | int32 | int64 | uint32](v T) string { return strconv.FormatInt(int64(v), 10) }

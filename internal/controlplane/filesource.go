@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ambit-mesh/ambit/internal/config"
@@ -122,7 +123,14 @@ func fingerprint(paths []string) (string, error) {
 				}
 				return err
 			}
-			entries = append(entries, fmt.Sprintf("%s\x00%d\x00%d", path, info.Size(), info.ModTime().UnixNano()))
+			// The inode catches a same-size rewrite within the filesystem's
+			// timestamp granularity (a few ms) when it was written by rename,
+			// as editors and config tools do.
+			var ino uint64
+			if st, ok := info.Sys().(*syscall.Stat_t); ok {
+				ino = st.Ino
+			}
+			entries = append(entries, fmt.Sprintf("%s\x00%d\x00%d\x00%d", path, info.Size(), info.ModTime().UnixNano(), ino))
 			return nil
 		})
 		if err != nil {

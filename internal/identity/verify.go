@@ -63,7 +63,6 @@ func claimed(c *x509.Certificate) string {
 	return " (claiming " + strings.Join(s, ", ") + ")"
 }
 
-
 // ControlPlaneTLSConfig is the TLS client config a proxy dials the control
 // plane with: TLS 1.3, the server's chain verified against the bundle's
 // current roots on every handshake, and its SPIFFE ID required to be

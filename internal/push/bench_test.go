@@ -80,7 +80,7 @@ func benchState() map[string]map[string]proto.Message {
 		w := benchWorkload(i, 0)
 		wls[w.Uid] = w
 	}
-	return map[string]map[string]proto.Message{TypeService: svcs, TypeWorkload: wls}
+	return map[string]map[string]proto.Message{meshv1.TypeService: svcs, meshv1.TypeWorkload: wls}
 }
 
 func heapBytes() uint64 {
@@ -101,7 +101,7 @@ func BenchmarkUpdate(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		w := benchWorkload(7, i+1)
-		st[TypeWorkload][w.Uid] = w
+		st[meshv1.TypeWorkload][w.Uid] = w
 		s.Update(st)
 	}
 	b.StopTimer()
@@ -119,7 +119,7 @@ func BenchmarkUpdateImmutable(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		w := benchWorkload(7, i+1)
-		st[TypeWorkload][w.Uid] = w
+		st[meshv1.TypeWorkload][w.Uid] = w
 		s.Update(st)
 	}
 	b.StopTimer()
@@ -135,7 +135,7 @@ func BenchmarkApplyOne(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		w := benchWorkload(7, i+1)
-		s.Apply(map[string]map[string]proto.Message{TypeWorkload: {w.Uid: w}}, nil)
+		s.Apply(map[string]map[string]proto.Message{meshv1.TypeWorkload: {w.Uid: w}}, nil)
 	}
 }
 
@@ -322,10 +322,10 @@ func simulatedProxy(b *testing.B, addr string, i int, tr *tracker, compression s
 	err = stream.Send(&meshv1.DeltaRequest{
 		Node: &meshv1.ProxyNode{Id: fmt.Sprintf("ztunnel-%d", i), NodeName: fmt.Sprintf("node-%03d", i)},
 		Subscriptions: []*meshv1.Subscription{
-			{TypeUrl: TypeWorkload, Subscribe: []string{"*"}},
-			{TypeUrl: TypeService, Subscribe: []string{"*"}},
-			{TypeUrl: TypeAuthorization, Subscribe: []string{"*"}},
-			{TypeUrl: TypePeerAuthentication, Subscribe: []string{"*"}},
+			{TypeUrl: meshv1.TypeWorkload, Subscribe: []string{"*"}},
+			{TypeUrl: meshv1.TypeService, Subscribe: []string{"*"}},
+			{TypeUrl: meshv1.TypeAuthorization, Subscribe: []string{"*"}},
+			{TypeUrl: meshv1.TypePeerAuthentication, Subscribe: []string{"*"}},
 		},
 	})
 	if err != nil {
@@ -368,7 +368,7 @@ func benchFanout(b *testing.B, compression string) {
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
 		w := benchWorkload(42, int(f.srv.Version())+i)
-		f.srv.Apply(map[string]map[string]proto.Message{TypeWorkload: {w.Uid: w}}, nil)
+		f.srv.Apply(map[string]map[string]proto.Message{meshv1.TypeWorkload: {w.Uid: w}}, nil)
 		<-f.tr.all(f.srv.Version())
 		worst = max(worst, time.Since(start))
 	}

@@ -207,8 +207,8 @@ func startClientWith(t testing.TB, addr, id string, h xds.Handler, subs map[stri
 
 func wildcardAll() map[string][]string {
 	return map[string][]string{
-		push.TypeWorkload: {"*"}, push.TypeService: {"*"},
-		push.TypeAuthorization: {"*"}, push.TypePeerAuthentication: {"*"},
+		meshv1.TypeWorkload: {"*"}, meshv1.TypeService: {"*"},
+		meshv1.TypeAuthorization: {"*"}, meshv1.TypePeerAuthentication: {"*"},
 	}
 }
 

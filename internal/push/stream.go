@@ -225,7 +225,7 @@ func (c *conn) applySubs(subs []*meshv1.Subscription) bool {
 			c.subs[url] = st
 		}
 		for _, n := range sb.GetSubscribe() {
-			if n == Wildcard {
+			if n == meshv1.Wildcard {
 				if !st.wildcard {
 					st.wildcard = true
 					c.fullPending[url] = true
@@ -247,7 +247,7 @@ func (c *conn) applySubs(subs []*meshv1.Subscription) bool {
 			}
 		}
 		for _, n := range sb.GetUnsubscribe() {
-			if n == Wildcard {
+			if n == meshv1.Wildcard {
 				st.wildcard = false
 				delete(c.fullPending, url)
 				continue
@@ -532,7 +532,7 @@ func (c *conn) buildLocked(p plan, nonce string) (*meshv1.DeltaResponse, map[str
 		switch m {
 		case modeFull:
 			resp.FullStateTypes = append(resp.FullStateTypes, url)
-			counts[url] += 0
+			counts[url] += 0 // carried even when empty
 			if ts == nil {
 				continue
 			}
@@ -547,7 +547,7 @@ func (c *conn) buildLocked(p plan, nonce string) (*meshv1.DeltaResponse, map[str
 			}
 		case modeNamedAll:
 			resp.FullStateTypes = append(resp.FullStateTypes, url)
-			counts[url] += 0
+			counts[url] += 0 // carried even when empty
 			if ts == nil {
 				continue
 			}
@@ -640,7 +640,7 @@ func (c *conn) status() ProxyStatus {
 	for url, sb := range c.subs {
 		var names []string
 		if sb.wildcard {
-			names = append(names, Wildcard)
+			names = append(names, meshv1.Wildcard)
 		}
 		for n := range sb.names {
 			names = append(names, n)

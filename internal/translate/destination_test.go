@@ -1,6 +1,7 @@
 package translate
 
 import (
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -10,7 +11,7 @@ import (
 )
 
 func TestDestinationRuleTranslation(t *testing.T) {
-	ix := BuildRoutes(snapshotFromYAML(t, vsBase, `
+	ix := BuildRoutes(unvalidatedSnapshot(t, vsBase, `
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: ratings, namespace: shop}
@@ -41,7 +42,7 @@ spec:
         consistentHash: {httpHeaderName: x-user}
   - name: plain
     labels: {version: v2}
-`), model.DefaultMeshConfig())
+`, &networkingv1.DestinationRule{}), model.DefaultMeshConfig())
 	checkProblems(t, ix.Problems(), nil)
 	top := &meshv1.TrafficPolicy{
 		LoadBalancer: &meshv1.LoadBalancerPolicy{

@@ -29,15 +29,6 @@ const (
 	waypointForNone     = "none"
 )
 
-// Type URLs of the pushed resources.
-const (
-	TypeWorkload           = "type.googleapis.com/ambit.mesh.v1.Workload"
-	TypeService            = "type.googleapis.com/ambit.mesh.v1.Service"
-	TypeAuthorization      = "type.googleapis.com/ambit.mesh.v1.Authorization"
-	TypePeerAuthentication = "type.googleapis.com/ambit.mesh.v1.PeerAuthentication"
-	TypeWaypointConfig     = "type.googleapis.com/ambit.mesh.v1.WaypointConfig"
-)
-
 // selects reports whether every selector label is present in labels with the
 // same value. An empty selector selects nothing: Kubernetes Services and Istio
 // policies treat "no selector" specially, and callers decide that case.

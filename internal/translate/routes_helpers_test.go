@@ -7,23 +7,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
+	sigsyaml "sigs.k8s.io/yaml"
 	"strings"
 	"testing"
 
-	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
-	"sigs.k8s.io/yaml"
-
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
+	"github.com/ambit-mesh/ambit/internal/config"
 	"github.com/ambit-mesh/ambit/internal/model"
 )
-
-// A tiny manifest loader for these tests (the real one is internal/config):
-// splits multi-document YAML and decodes the kinds routing reads into their
-// typed objects.
 
 // conformanceDir holds the Gateway API mesh conformance manifests.
 const conformanceDir = "../../../shared/conformance/gateway-api-mesh/mesh"
@@ -33,94 +24,43 @@ const (
 	consumerNS = "gateway-conformance-mesh-consumer"
 )
 
-var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*$`)
-
-// decodeManifests decodes every document of data.
-func decodeManifests(t testing.TB, name string, data []byte) []any {
-	t.Helper()
-	var out []any
-	for i, doc := range docSeparator.Split(string(data), -1) {
-		if strings.TrimSpace(stripComments(doc)) == "" {
-			continue
-		}
-		var meta struct {
-			APIVersion string `json:"apiVersion"`
-			Kind       string `json:"kind"`
-		}
-		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
-			t.Fatalf("%s: document %d: %v", name, i+1, err)
-		}
-		var obj any
-		switch meta.Kind {
-		case "Namespace":
-			obj = &corev1.Namespace{}
-		case "Service":
-			obj = &corev1.Service{}
-		case "Deployment":
-			obj = &appsv1.Deployment{}
-		case "HTTPRoute":
-			obj = &gatewayv1.HTTPRoute{}
-		case "GRPCRoute":
-			obj = &gatewayv1.GRPCRoute{}
-		case "VirtualService":
-			obj = &networkingv1.VirtualService{}
-		case "DestinationRule":
-			obj = &networkingv1.DestinationRule{}
-		default:
-			t.Fatalf("%s: document %d: kind %q not handled by the test loader", name, i+1, meta.Kind)
-		}
-		if err := yaml.UnmarshalStrict([]byte(doc), obj); err != nil {
-			// Istio specs use custom JSON unmarshalers that UnmarshalStrict
-			// cannot see through; fall back to the lenient decoder for them.
-			if err2 := yaml.Unmarshal([]byte(doc), obj); err2 != nil || !strings.HasPrefix(meta.APIVersion, "networking.istio.io/") {
-				t.Fatalf("%s: document %d: %v", name, i+1, err)
-			}
-		}
-		out = append(out, obj)
-	}
-	return out
-}
-
-func stripComments(doc string) string {
-	var b strings.Builder
-	for _, l := range strings.Split(doc, "\n") {
-		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
-			b.WriteString(l + "\n")
-		}
-	}
-	return b.String()
-}
-
 // loadSnapshot builds a snapshot from manifest files (paths relative to the
-// package directory), in order.
+// package directory) with the real parser.
 func loadSnapshot(t testing.TB, files ...string) *model.Snapshot {
 	t.Helper()
-	snap := model.NewSnapshot()
+	var objs []config.Object
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatalf("read %s: %v", f, err)
 		}
-		addManifests(t, snap, filepath.Base(f), data)
+		o, err := config.Parse(filepath.Base(f), data)
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		objs = append(objs, o...)
+	}
+	snap, err := config.NewSnapshot(objs)
+	if err != nil {
+		t.Fatalf("%v", err)
 	}
 	return snap
-}
-
-func addManifests(t testing.TB, snap *model.Snapshot, name string, data []byte) {
-	t.Helper()
-	for i, obj := range decodeManifests(t, name, data) {
-		if err := snap.Add(obj, model.Origin{File: name, Document: i + 1}); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-	}
 }
 
 // snapshotFromYAML builds a snapshot from inline manifests.
 func snapshotFromYAML(t testing.TB, docs ...string) *model.Snapshot {
 	t.Helper()
-	snap := model.NewSnapshot()
+	var objs []config.Object
 	for i, d := range docs {
-		addManifests(t, snap, fmt.Sprintf("inline-%d", i), []byte(d))
+		o, err := config.Parse(fmt.Sprintf("inline-%d", i), []byte(d))
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		objs = append(objs, o...)
+	}
+	snap, err := config.NewSnapshot(objs)
+	if err != nil {
+		t.Fatalf("%v", err)
 	}
 	return snap
 }
@@ -194,4 +134,21 @@ func problemsText(ps []Problem) string {
 		b.WriteString(p.String() + "\n")
 	}
 	return b.String()
+}
+
+// unvalidatedSnapshot is snapshotFromYAML for objects that the manifest
+// parser would reject: objects from the Kubernetes API reach translation
+// without Ambit's validation (no webhook), so translation must cope with
+// them. The last document is decoded leniently into the typed object of its
+// kind; the others go through the parser.
+func unvalidatedSnapshot(t testing.TB, valid, invalid string, into any) *model.Snapshot {
+	t.Helper()
+	snap := snapshotFromYAML(t, valid)
+	if err := sigsyaml.Unmarshal([]byte(invalid), into); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if err := snap.Add(into, model.Origin{File: "unvalidated", Document: 1}); err != nil {
+		t.Fatal(err)
+	}
+	return snap
 }

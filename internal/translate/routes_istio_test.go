@@ -3,6 +3,7 @@ package translate
 import (
 	"net/http"
 	"net/url"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"strings"
 	"testing"
 
@@ -470,7 +471,7 @@ spec:
 
 func TestGatewayRouteProblems(t *testing.T) {
 	mesh := model.DefaultMeshConfig()
-	ix := BuildRoutes(snapshotFromYAML(t, vsBase, `
+	ix := BuildRoutes(unvalidatedSnapshot(t, vsBase, `
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: r, namespace: shop}
@@ -511,7 +512,7 @@ spec:
         fraction: {numerator: 1, denominator: 4}
     backendRefs:
     - {group: example.com, kind: Bucket, name: b}
-`), mesh)
+`, &gatewayv1.HTTPRoute{}), mesh)
 	checkProblems(t, ix.Problems(), []string{
 		"spec.parentRefs[0]: parent Service shop/missing not found",
 		"spec.parentRefs[1].port: Service shop/reviews has no TCP port 1234",

@@ -32,11 +32,11 @@ type Output struct {
 // Resources returns the output grouped by type URL, the form the push server takes.
 func (o *Output) Resources() map[string]map[string]proto.Message {
 	return map[string]map[string]proto.Message{
-		TypeWorkload:           asMessages(o.Workloads),
-		TypeService:            asMessages(o.Services),
-		TypeAuthorization:      asMessages(o.Authorizations),
-		TypePeerAuthentication: asMessages(o.PeerAuthentications),
-		TypeWaypointConfig:     asMessages(o.Waypoints),
+		meshv1.TypeWorkload:           asMessages(o.Workloads),
+		meshv1.TypeService:            asMessages(o.Services),
+		meshv1.TypeAuthorization:      asMessages(o.Authorizations),
+		meshv1.TypePeerAuthentication: asMessages(o.PeerAuthentications),
+		meshv1.TypeWaypointConfig:     asMessages(o.Waypoints),
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 // A full state like the one in internal/push's benchmarks: 100,000
 // workloads and 10,000 services.
 func benchFullState(b *testing.B, gen int) *meshv1.DeltaResponse {
-	resp := &meshv1.DeltaResponse{Epoch: "e", Version: uint64(gen + 1), Nonce: "n", FullStateTypes: []string{TypeWorkload, TypeService}}
+	resp := &meshv1.DeltaResponse{Epoch: "e", Version: uint64(gen + 1), Nonce: "n", FullStateTypes: []string{meshv1.TypeWorkload, meshv1.TypeService}}
 	for i := range 10_000 {
 		ns, name := fmt.Sprintf("ns-%d", i%100), fmt.Sprintf("svc-%d", i)
 		s := &meshv1.Service{Name: name, Namespace: ns, Hostname: name + "." + ns + ".svc.cluster.local",
@@ -64,7 +64,7 @@ func newBenchClient(b *testing.B) *Client {
 		Target:        "unused",
 		Node:          &meshv1.ProxyNode{Id: "bench"},
 		Handler:       HandlerFunc(func(*Update) error { return nil }),
-		Subscriptions: map[string][]string{TypeWorkload: {Wildcard}, TypeService: {Wildcard}},
+		Subscriptions: map[string][]string{meshv1.TypeWorkload: {meshv1.Wildcard}, meshv1.TypeService: {meshv1.Wildcard}},
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -103,7 +103,7 @@ func BenchmarkClientFullStateResync(b *testing.B) {
 	second := benchFullState(b, 0)
 	for i := 0; i < len(second.Resources); i += 100 {
 		r := second.Resources[i]
-		if r.Body.TypeUrl == TypeWorkload {
+		if r.Body.TypeUrl == meshv1.TypeWorkload {
 			w := &meshv1.Workload{}
 			if err := r.Body.UnmarshalTo(w); err != nil {
 				b.Fatal(err)

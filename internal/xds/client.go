@@ -33,18 +33,6 @@ import (
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
 )
 
-// Type URLs of the mesh resources (api/mesh/v1/mesh.proto).
-const (
-	TypeWorkload           = "type.googleapis.com/ambit.mesh.v1.Workload"
-	TypeService            = "type.googleapis.com/ambit.mesh.v1.Service"
-	TypeAuthorization      = "type.googleapis.com/ambit.mesh.v1.Authorization"
-	TypePeerAuthentication = "type.googleapis.com/ambit.mesh.v1.PeerAuthentication"
-	TypeWaypointConfig     = "type.googleapis.com/ambit.mesh.v1.WaypointConfig"
-)
-
-// Wildcard subscribes to every resource of a type.
-const Wildcard = "*"
-
 // Resource is one decoded resource.
 type Resource struct {
 	Name string
@@ -270,7 +258,7 @@ func (c *Client) addSubsLocked(t string, names []string) []string {
 	}
 	var added []string
 	for _, n := range names {
-		if n == Wildcard {
+		if n == meshv1.Wildcard {
 			if !st.wildcard {
 				st.wildcard = true
 				added = append(added, n)
@@ -324,7 +312,7 @@ func (c *Client) Unsubscribe(typeURL string, names ...string) error {
 	}
 	var removed []string
 	for _, n := range names {
-		if n == Wildcard {
+		if n == meshv1.Wildcard {
 			if wildcard {
 				wildcard = false
 				removed = append(removed, n)
@@ -364,7 +352,7 @@ func (c *Client) Unsubscribe(typeURL string, names ...string) error {
 	// (st is still c.subs[typeURL]: only Unsubscribe deletes entries, under
 	// applyMu.)
 	for _, n := range removed {
-		if n == Wildcard {
+		if n == meshv1.Wildcard {
 			st.wildcard, st.synced = false, false
 		} else {
 			delete(st.names, n)
@@ -493,12 +481,12 @@ func (c *Client) runStream(ctx context.Context, client meshv1.DiscoveryClient) (
 		s := &meshv1.Subscription{TypeUrl: t}
 		if st.wildcard {
 			if first.Resume == nil || st.synced {
-				s.Subscribe = append(s.Subscribe, Wildcard)
+				s.Subscribe = append(s.Subscribe, meshv1.Wildcard)
 			} else {
 				if later == nil {
 					later = &meshv1.DeltaRequest{}
 				}
-				later.Subscriptions = append(later.Subscriptions, &meshv1.Subscription{TypeUrl: t, Subscribe: []string{Wildcard}})
+				later.Subscriptions = append(later.Subscriptions, &meshv1.Subscription{TypeUrl: t, Subscribe: []string{meshv1.Wildcard}})
 			}
 		}
 		s.Subscribe = append(s.Subscribe, sortedKeys(st.names)...)

@@ -147,7 +147,7 @@ func res(name, addr string, version uint64) *meshv1.Resource {
 func TestAckNackAndFullStateDiff(t *testing.T) {
 	f, addr := startFake(t)
 	h := &holder{state: map[string]string{}}
-	c := run(t, addr, h, map[string][]string{TypeWorkload: {"*"}})
+	c := run(t, addr, h, map[string][]string{meshv1.TypeWorkload: {"*"}})
 	s := recv(t, f.streams, "stream")
 	if s.first.GetNode().GetId() != "ztunnel-a" || s.first.GetResume() != nil ||
 		len(s.first.GetSubscriptions()) != 1 || !slices.Equal(s.first.GetSubscriptions()[0].GetSubscribe(), []string{"*"}) {
@@ -170,7 +170,7 @@ func TestAckNackAndFullStateDiff(t *testing.T) {
 		}
 	}
 
-	s.send <- &meshv1.DeltaResponse{Epoch: "e1", Version: 1, Nonce: "n1", FullStateTypes: []string{TypeWorkload},
+	s.send <- &meshv1.DeltaResponse{Epoch: "e1", Version: 1, Nonce: "n1", FullStateTypes: []string{meshv1.TypeWorkload},
 		Resources: []*meshv1.Resource{res("a", "10.0.0.1", 1), res("b", "10.0.0.2", 1), res("c", "10.0.0.3", 1)}}
 	expectAck("n1")
 
@@ -180,7 +180,7 @@ func TestAckNackAndFullStateDiff(t *testing.T) {
 		msg  string
 	}{
 		{"unknown type", &meshv1.Resource{Name: "x", Body: &anypb.Any{TypeUrl: "type.googleapis.com/nope.Nothing", Value: []byte{}}}, `unknown type URL "type.googleapis.com/nope.Nothing"`},
-		{"undecodable", &meshv1.Resource{Name: "x", Body: &anypb.Any{TypeUrl: TypeWorkload, Value: []byte{0x0a, 0xff}}}, `resource "x" of type ` + TypeWorkload + ` cannot be decoded`},
+		{"undecodable", &meshv1.Resource{Name: "x", Body: &anypb.Any{TypeUrl: meshv1.TypeWorkload, Value: []byte{0x0a, 0xff}}}, `resource "x" of type ` + meshv1.TypeWorkload + ` cannot be decoded`},
 		{"no body", &meshv1.Resource{Name: "x"}, `resource "x" has no body`},
 	}
 	for i, tc := range bad {
@@ -205,7 +205,7 @@ func TestAckNackAndFullStateDiff(t *testing.T) {
 	}
 
 	// Full state: a unchanged (not re-applied), b changed, c gone, d new.
-	s.send <- &meshv1.DeltaResponse{Epoch: "e2", Version: 7, Nonce: "n3", FullStateTypes: []string{TypeWorkload},
+	s.send <- &meshv1.DeltaResponse{Epoch: "e2", Version: 7, Nonce: "n3", FullStateTypes: []string{meshv1.TypeWorkload},
 		Resources: []*meshv1.Resource{res("a", "10.0.0.1", 3), res("b", "10.0.1.2", 5), res("d", "10.0.0.4", 7)}}
 	expectAck("n3")
 	h.mu.Lock()
@@ -240,7 +240,7 @@ func TestAckNackAndFullStateDiff(t *testing.T) {
 	if r := s2.first.GetResume(); r.GetEpoch() != "e2" || r.GetVersion() != 8 {
 		t.Fatalf("resume point %v, want e2/8", r)
 	}
-	if st := c.Status(); st.Resources[TypeWorkload] != 3 {
+	if st := c.Status(); st.Resources[meshv1.TypeWorkload] != 3 {
 		t.Fatalf("status %+v", st)
 	}
 }
@@ -248,19 +248,19 @@ func TestAckNackAndFullStateDiff(t *testing.T) {
 func TestSubscriptionRequests(t *testing.T) {
 	f, addr := startFake(t)
 	h := &holder{state: map[string]string{}}
-	c := run(t, addr, h, map[string][]string{TypeWorkload: {"a"}})
+	c := run(t, addr, h, map[string][]string{meshv1.TypeWorkload: {"a"}})
 	s := recv(t, f.streams, "stream")
-	s.send <- &meshv1.DeltaResponse{Epoch: "e1", Version: 1, Nonce: "n1", FullStateTypes: []string{TypeWorkload},
+	s.send <- &meshv1.DeltaResponse{Epoch: "e1", Version: 1, Nonce: "n1", FullStateTypes: []string{meshv1.TypeWorkload},
 		Resources: []*meshv1.Resource{res("a", "10.0.0.1", 1), res("zzz", "10.0.0.9", 1)}} // zzz: not subscribed, ignored
 	recv(t, s.reqs, "ACK")
-	if err := c.Subscribe(TypeWorkload, "b", "a"); err != nil {
+	if err := c.Subscribe(meshv1.TypeWorkload, "b", "a"); err != nil {
 		t.Fatal(err)
 	}
 	req := recv(t, s.reqs, "subscribe")
 	if sub := req.GetSubscriptions(); len(sub) != 1 || !slices.Equal(sub[0].GetSubscribe(), []string{"b"}) {
 		t.Fatalf("subscribe request %v", req)
 	}
-	if err := c.Unsubscribe(TypeWorkload, "a"); err != nil {
+	if err := c.Unsubscribe(meshv1.TypeWorkload, "a"); err != nil {
 		t.Fatal(err)
 	}
 	req = recv(t, s.reqs, "unsubscribe")

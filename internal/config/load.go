@@ -49,14 +49,11 @@ func snapshot(objs []Object) (*model.Snapshot, ErrorList) {
 	for _, o := range objs {
 		err := s.Add(o.Obj, o.Origin)
 		if err == nil {
-			if lines != nil {
-				lines[o.Ref] = o.Line
-			}
 			continue
 		}
 		if lines == nil {
-			// Rebuilt only once a duplicate shows up: the common case
-			// (no duplicates) pays nothing for it.
+			// Built once a duplicate shows up: the common case, no
+			// duplicates, pays nothing for it.
 			lines = make(map[model.Ref]int, len(objs))
 			for _, p := range objs {
 				if _, seen := lines[p.Ref]; !seen {

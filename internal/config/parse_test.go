@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -499,5 +500,16 @@ func TestGolden(t *testing.T) {
 				t.Errorf("errors for %s:\n%s\nwant (%s):\n%s", f, got, golden, want)
 			}
 		})
+	}
+}
+
+func TestSupportedKinds(t *testing.T) {
+	got := SupportedKinds()
+	if len(got) != 14 {
+		t.Fatalf("got %d kinds: %v", len(got), got)
+	}
+	want := "VirtualService (networking.istio.io/v1, networking.istio.io/v1beta1, networking.istio.io/v1alpha3)"
+	if !slices.Contains(got, want) {
+		t.Errorf("%q missing from %v", want, got)
 	}
 }

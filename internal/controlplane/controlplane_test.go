@@ -388,3 +388,25 @@ func (e *meshEnv) get(t *testing.T, path string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// A broken file blocks every change until it is fixed: configuration changes
+// atomically, never half-applied.
+func TestBrokenFileBlocksOtherChanges(t *testing.T) {
+	e := startControlPlane(t)
+	a := newStore()
+	e.proxy(t, "node-a", a)
+	const echoUID = "Kubernetes/Pod/shop/echo-a"
+	a.waitFor(t, "initial config", 10*time.Second, func() bool { return a.workload(echoUID) != nil })
+
+	writeFile(t, filepath.Join(e.dir, "broken.yaml"), "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  ports:\n  - port: -1\n")
+	waitMetric(t, e, "ambit_config_last_load_success 0")
+	writeFile(t, filepath.Join(e.dir, "mesh.yaml"), strings.Replace(manifests, "10.244.1.5", "10.244.1.8", 1))
+	waitMetric(t, e, `ambit_config_loads_total{result="rejected"} 2`)
+	if ip := a.workload(echoUID).GetAddresses()[0]; ip != "10.244.1.5" {
+		t.Fatalf("a change was applied while another file is broken: pod IP %s", ip)
+	}
+	os.Remove(filepath.Join(e.dir, "broken.yaml"))
+	a.waitFor(t, "the change once the broken file is gone", 5*time.Second, func() bool {
+		return a.workload(echoUID).GetAddresses()[0] == "10.244.1.8"
+	})
+}

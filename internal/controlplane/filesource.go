@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -20,18 +22,19 @@ import (
 // Source feeds the control plane complete, valid Snapshots.
 type Source interface {
 	// Run calls update with the first snapshot and then with every valid
-	// change, until ctx is done. An invalid change is reported through the
-	// source's logger and metrics and not delivered: the last good snapshot
-	// stays in force.
+	// change, until ctx is done; never concurrently. An invalid change is
+	// reported through the source's logger and metrics and not delivered:
+	// the last good snapshot stays in force.
 	Run(ctx context.Context, update func(*model.Snapshot)) error
 }
 
 // FileSource reads manifests from files and directories and watches them.
 //
-// Watching polls file names, sizes and modification times: it needs no
-// inotify limits, works on every filesystem (including bind mounts and
-// ConfigMap symlink swaps), and at the default interval costs a few
-// microseconds per file.
+// Watching polls file names, sizes, modification times and inodes: it needs
+// no inotify limits and works on every filesystem (including bind mounts and
+// ConfigMap symlink swaps). A change re-parses only the files that changed;
+// the objects of the others carry over unchanged, so translation reuses
+// their results.
 type FileSource struct {
 	// Paths are YAML files or directories (searched recursively for *.yaml, *.yml).
 	Paths []string
@@ -41,11 +44,16 @@ type FileSource struct {
 	Log      *slog.Logger
 	// OnResult, if set, is told the outcome of every load (nil error on success).
 	OnResult func(err error)
+
+	snap  *model.Snapshot
+	files map[string]loadedFile
+	// failed holds the stamps of a rejected state (joinStamps), or "".
+	failed string
 }
 
-// Load reads the current files once.
-func (f *FileSource) Load() (*model.Snapshot, error) {
-	return config.Load(f.Paths...)
+type loadedFile struct {
+	stamp string
+	refs  []model.Ref
 }
 
 func (f *FileSource) Run(ctx context.Context, update func(*model.Snapshot)) error {
@@ -57,17 +65,13 @@ func (f *FileSource) Run(ctx context.Context, update func(*model.Snapshot)) erro
 	if log == nil {
 		log = slog.Default()
 	}
-	print, err := fingerprint(f.Paths)
-	if err != nil {
-		return err
-	}
-	snap, err := f.Load()
+	changed, err := f.reload()
 	f.report(err)
 	if err != nil {
 		return fmt.Errorf("initial configuration is invalid:\n%w", err)
 	}
-	log.Info("configuration loaded", "objects", snap.Len(), "paths", strings.Join(f.Paths, ","))
-	update(snap)
+	log.Info("configuration loaded", "objects", f.snap.Len(), "paths", strings.Join(f.Paths, ","))
+	update(f.snap)
 
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
@@ -77,25 +81,103 @@ func (f *FileSource) Run(ctx context.Context, update func(*model.Snapshot)) erro
 			return nil
 		case <-ticker.C:
 		}
-		now, err := fingerprint(f.Paths)
-		if err != nil {
-			log.Error("cannot read configuration; keeping the last good configuration", "error", err)
-			f.report(err)
+		changed, err = f.reload()
+		if !changed {
 			continue
 		}
-		if now == print {
-			continue
-		}
-		print = now
-		snap, err := f.Load()
 		f.report(err)
 		if err != nil {
 			log.Error("configuration change rejected; keeping the last good configuration", "error", err)
 			continue
 		}
-		log.Info("configuration changed", "objects", snap.Len())
-		update(snap)
+		log.Info("configuration changed", "objects", f.snap.Len())
+		update(f.snap)
 	}
+}
+
+// reload brings f.snap up to date with the files. It reports whether any
+// file changed; on error f.snap and f.files are left as they were, and the
+// same broken state is not reported again until a file changes.
+func (f *FileSource) reload() (changed bool, err error) {
+	stamps, err := stampFiles(f.Paths)
+	if err != nil {
+		return true, err
+	}
+	if f.failed != "" && joinStamps(stamps) == f.failed {
+		return false, nil
+	}
+	var dirty []string
+	for path, st := range stamps {
+		if f.files[path].stamp != st {
+			dirty = append(dirty, path)
+		}
+	}
+	removed := 0
+	for path := range f.files {
+		if _, ok := stamps[path]; !ok {
+			removed++
+		}
+	}
+	if f.snap != nil && len(dirty) == 0 && removed == 0 {
+		return false, nil
+	}
+	sort.Strings(dirty)
+
+	var next *model.Snapshot
+	if f.snap == nil {
+		next = model.NewSnapshot()
+	} else {
+		next = f.snap.Clone()
+	}
+	files := make(map[string]loadedFile, len(stamps))
+	for path, lf := range f.files {
+		if _, ok := stamps[path]; !ok || lf.stamp != stamps[path] {
+			for _, ref := range lf.refs {
+				next.Delete(ref)
+			}
+			continue
+		}
+		files[path] = lf
+	}
+	var errs []error
+	for _, path := range dirty {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		objs, err := config.Parse(path, data)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		lf := loadedFile{stamp: stamps[path]}
+		for _, o := range objs {
+			if err := next.Add(o.Obj, o.Origin); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			lf.refs = append(lf.refs, o.Ref)
+		}
+		files[path] = lf
+	}
+	if len(errs) > 0 {
+		// Nothing of a broken state is applied, not even the files that are
+		// fine: the configuration changes atomically. The state is
+		// remembered so the same error is not reported every interval.
+		f.failed = joinStamps(stamps)
+		return true, errors.Join(errs...)
+	}
+	f.snap, f.files, f.failed = next, files, ""
+	return true, nil
+}
+
+func joinStamps(stamps map[string]string) string {
+	var b strings.Builder
+	for _, p := range slices.Sorted(maps.Keys(stamps)) {
+		b.WriteString(p + "\x00" + stamps[p] + "\n")
+	}
+	return b.String()
 }
 
 func (f *FileSource) report(err error) {
@@ -104,10 +186,10 @@ func (f *FileSource) report(err error) {
 	}
 }
 
-// fingerprint summarizes the names, sizes and modification times of every
-// manifest under paths.
-func fingerprint(paths []string) (string, error) {
-	var entries []string
+// stampFiles maps every manifest under paths to a stamp of its size,
+// modification time and inode.
+func stampFiles(paths []string) (map[string]string, error) {
+	out := map[string]string{}
 	for _, p := range paths {
 		err := filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
@@ -130,15 +212,14 @@ func fingerprint(paths []string) (string, error) {
 			if st, ok := info.Sys().(*syscall.Stat_t); ok {
 				ino = st.Ino
 			}
-			entries = append(entries, fmt.Sprintf("%s\x00%d\x00%d\x00%d", path, info.Size(), info.ModTime().UnixNano(), ino))
+			out[path] = fmt.Sprintf("%d/%d/%d", info.Size(), info.ModTime().UnixNano(), ino)
 			return nil
 		})
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 	}
-	sort.Strings(entries)
-	return strings.Join(entries, "\n"), nil
+	return out, nil
 }
 
 func isManifest(path string) bool {

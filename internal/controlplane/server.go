@@ -60,6 +60,8 @@ type Server struct {
 	registry *prometheus.Registry
 	push     *push.Server
 	caServer *ca.Server
+	// translator is used only from update, which sources call from one goroutine.
+	translator *translate.Translator
 
 	grpcLis, httpLis net.Listener
 	grpcServer       *grpc.Server
@@ -104,7 +106,7 @@ func New(opts Options) (*Server, error) {
 	if len(opts.ServingHosts) == 0 {
 		opts.ServingHosts = []string{"localhost", "127.0.0.1", "::1", "ambit-controlplane"}
 	}
-	s := &Server{opts: opts, log: opts.Log, registry: prometheus.NewRegistry(), ready: make(chan struct{})}
+	s := &Server{opts: opts, log: opts.Log, registry: prometheus.NewRegistry(), ready: make(chan struct{}), translator: translate.NewTranslator(opts.Mesh)}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.configLoads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ambit_config_loads_total", Help: "Configuration loads by result (ok, rejected).",
@@ -121,7 +123,10 @@ func New(opts Options) (*Server, error) {
 	})
 	s.registry.MustRegister(s.configLoads, s.configLastSuccess, s.translationSeconds, s.translationProblems)
 
-	s.push = push.New(push.Options{Logger: s.log.With("component", "push"), Registry: s.registry, Authenticate: s.authenticateProxy})
+	// Translation output is never modified once pushed, and unchanged
+	// workloads are pointer-identical between translations, so the push
+	// server can skip re-encoding them.
+	s.push = push.New(push.Options{Logger: s.log.With("component", "push"), Registry: s.registry, Authenticate: s.authenticateProxy, ImmutableMessages: true})
 	caServer, err := ca.NewServer(ca.ServerOptions{
 		CA: opts.CA, Authenticator: opts.Authenticator, Identities: ca.IdentityCheckerFunc(s.nodeRuns),
 		Logger: s.log.With("component", "ca"), Registerer: s.registry,
@@ -198,7 +203,7 @@ func (s *Server) Run(ctx context.Context) error {
 // update translates a new snapshot and pushes it.
 func (s *Server) update(snap *model.Snapshot) {
 	start := time.Now()
-	out := translate.Translate(snap, s.opts.Mesh)
+	out := s.translator.Translate(snap)
 	s.translationSeconds.Observe(time.Since(start).Seconds())
 	st := &state{snap: snap, out: out, nodeIDs: out.NodeIdentities(), at: time.Now()}
 	for _, p := range out.Problems {

@@ -13,6 +13,7 @@ import (
 	"sort"
 
 	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
 	"github.com/ambit-mesh/ambit/internal/model"
@@ -66,9 +67,13 @@ func (o *Output) NodeIdentities() map[string]map[string]bool {
 	return out
 }
 
-// Translate computes the full output for snap.
+// Translate computes the full output for snap. To translate successive
+// snapshots of one mesh, a Translator is cheaper.
 func Translate(snap *model.Snapshot, mesh model.MeshConfig) *Output {
-	t := newTranslator(snap, mesh)
+	return newTranslator(snap, mesh).translate()
+}
+
+func (t *translator) translate() *Output {
 	out := &Output{
 		Services:            t.services(),
 		Authorizations:      t.authorizations(),
@@ -94,6 +99,12 @@ type translator struct {
 	policiesByNS map[string][]model.Key
 
 	problems []Problem
+
+	// reuse returns the cached translation of an unchanged pod; remember
+	// records a pod's translation. A Translator sets them; a one-off
+	// translation reuses nothing.
+	reuse    func(model.Key, *corev1.Pod) (cachedWorkload, bool)
+	remember func(model.Key, cachedWorkload)
 }
 
 func newTranslator(snap *model.Snapshot, mesh model.MeshConfig) *translator {
@@ -102,6 +113,8 @@ func newTranslator(snap *model.Snapshot, mesh model.MeshConfig) *translator {
 		mesh:            mesh,
 		servicesByLabel: map[string][]model.Key{},
 		policiesByNS:    map[string][]model.Key{},
+		reuse:           func(model.Key, *corev1.Pod) (cachedWorkload, bool) { return cachedWorkload{}, false },
+		remember:        func(model.Key, cachedWorkload) {},
 	}
 	for k, svc := range snap.Services {
 		sel := svc.Spec.Selector

@@ -14,8 +14,18 @@ import (
 func (t *translator) workloads() map[string]*meshv1.Workload {
 	out := make(map[string]*meshv1.Workload, len(t.snap.Pods))
 	for k, pod := range t.snap.Pods {
-		if w := t.workload(k, pod); w != nil {
-			out[w.Uid] = w
+		c, ok := t.reuse(k, pod)
+		if ok {
+			t.problems = append(t.problems, c.problems...)
+		} else {
+			before := len(t.problems)
+			c = cachedWorkload{pod: pod, node: t.snap.Nodes[pod.Spec.NodeName], w: t.workload(k, pod)}
+			// Copied: t.problems is sorted in place once translation ends.
+			c.problems = append([]Problem(nil), t.problems[before:]...)
+		}
+		t.remember(k, c)
+		if c.w != nil {
+			out[c.w.Uid] = c.w
 		}
 	}
 	return out

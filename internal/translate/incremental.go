@@ -51,13 +51,25 @@ func (tr *Translator) Translate(snap *model.Snapshot) *Output {
 	nsDeps := t.namespaceDependencies()
 	global := t.globalDependencies()
 	globalSame := samePointers(global, tr.global)
+	nsSame := make(map[string]bool, len(nsDeps))
+	for ns, deps := range nsDeps {
+		nsSame[ns] = globalSame && samePointers(deps, tr.nsDeps[ns])
+	}
 	cache := make(map[model.Key]cachedWorkload, len(snap.Pods))
 	t.reuse = func(k model.Key, pod *corev1.Pod) (cachedWorkload, bool) {
 		c, ok := tr.cache[k]
-		if !ok || c.pod != pod || c.node != snap.Nodes[pod.Spec.NodeName] || !globalSame || !samePointers(nsDeps[k.Namespace], tr.nsDeps[k.Namespace]) {
+		if !ok || c.pod != pod || c.node != snap.Nodes[pod.Spec.NodeName] {
 			return cachedWorkload{}, false
 		}
-		return c, true
+		// A namespace with no dependencies at all (no Namespace object,
+		// Services or policies) is absent from nsDeps: unchanged if it was
+		// absent last time too.
+		same, known := nsSame[k.Namespace]
+		if !known {
+			_, before := tr.nsDeps[k.Namespace]
+			same = globalSame && !before
+		}
+		return c, same
 	}
 	t.remember = func(k model.Key, c cachedWorkload) { cache[k] = c }
 	out := t.translate()

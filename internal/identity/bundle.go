@@ -1,11 +1,9 @@
 package identity
 
 import (
-	"bytes"
 	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
+	"github.com/ambit-mesh/ambit/internal/pemutil"
 	"os"
 	"slices"
 	"sync"
@@ -37,7 +35,7 @@ func LoadBundle(path string) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	roots, err := ParseCertificatesPEM(data)
+	roots, err := pemutil.Certificates(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -109,32 +107,4 @@ func sameSet(a, b []*x509.Certificate) bool {
 		}
 	}
 	return true
-}
-
-// ParseCertificatesPEM parses every CERTIFICATE block in data; anything else
-// (another block type, trailing garbage, no certificate at all) is an error.
-func ParseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("unexpected PEM block %q, want CERTIFICATE", block.Type)
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, cert)
-	}
-	if len(bytes.TrimSpace(data)) != 0 {
-		return nil, errors.New("trailing data that is not PEM")
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no PEM certificate found")
-	}
-	return certs, nil
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/ambit-mesh/ambit/internal/pemutil"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net/url"
@@ -449,7 +450,7 @@ func (m *Manager) request(id spiffe.ID) (*tls.Certificate, []*x509.Certificate, 
 	}
 	var chain []*x509.Certificate
 	for _, p := range resp.GetCertChain() {
-		certs, err := ParseCertificatesPEM([]byte(p))
+		certs, err := pemutil.Certificates([]byte(p))
 		if err != nil {
 			return nil, nil, bad("cert_chain: %v", err)
 		}
@@ -460,7 +461,7 @@ func (m *Manager) request(id spiffe.ID) (*tls.Certificate, []*x509.Certificate, 
 	}
 	var roots []*x509.Certificate
 	for _, p := range resp.GetTrustBundle() {
-		certs, err := ParseCertificatesPEM([]byte(p))
+		certs, err := pemutil.Certificates([]byte(p))
 		if err != nil {
 			return nil, nil, bad("trust_bundle: %v", err)
 		}

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"github.com/ambit-mesh/ambit/internal/pemutil"
 	"math/big"
 	"net"
 	"net/url"
@@ -291,7 +292,7 @@ func TestBundle(t *testing.T) {
 	if _, err := VerifyPeer([]*x509.Certificate{b.leaf(t, nil)}, bundle.Roots(), time.Now(), x509.ExtKeyUsageClientAuth); err != nil {
 		t.Error(err)
 	}
-	if _, err := ParseCertificatesPEM([]byte("junk")); err == nil {
+	if _, err := pemutil.Certificates([]byte("junk")); err == nil {
 		t.Error("junk parsed")
 	}
 }

@@ -3,7 +3,6 @@ package translate
 import (
 	"fmt"
 	"regexp"
-	"sort"
 	"strings"
 	"time"
 
@@ -335,33 +334,14 @@ func (b *routeBuilder) httpRuleActions(ref model.Ref, field string, rule gateway
 	if rule.SessionPersistence != nil {
 		b.problem(nil, ref, field+".sessionPersistence", "session persistence is not supported and is ignored")
 	}
-	weights := 0
+	refs := make([]gwBackendRef, len(rule.BackendRefs))
 	for i, br := range rule.BackendRefs {
-		bf := fmt.Sprintf("%s.backendRefs[%d]", field, i)
-		wb := b.gwBackend(ref, bf, br.BackendRef)
-		for j, f := range br.Filters {
-			ff := fmt.Sprintf("%s.filters[%d]", bf, j)
-			switch f.Type {
-			case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
-				if wb != nil {
-					wb.RequestHeaders = mergeHeaderModifier(wb.RequestHeaders, gwHeaderModifier(f.RequestHeaderModifier))
-				}
-			case gatewayv1.HTTPRouteFilterResponseHeaderModifier:
-				if wb != nil {
-					wb.ResponseHeaders = mergeHeaderModifier(wb.ResponseHeaders, gwHeaderModifier(f.ResponseHeaderModifier))
-				}
-			default:
-				b.problem(nil, ref, ff, "filter type %q is not supported on a backendRef: requests sent to this backend answer 500", f.Type)
-				if wb != nil && wb.InvalidReason == "" {
-					wb.InvalidReason = fmt.Sprintf("backend filter %s is not supported", f.Type)
-				}
-			}
-		}
-		if wb != nil {
-			weights += int(wb.Weight)
-			rr.Backends = append(rr.Backends, wb)
+		refs[i].ref = br.BackendRef
+		for _, f := range br.Filters {
+			refs[i].filters = append(refs[i].filters, gwBackendFilter{string(f.Type), f.RequestHeaderModifier, f.ResponseHeaderModifier})
 		}
 	}
+	weights := b.gwBackends(ref, field, rr, refs)
 	switch {
 	case failClosed != "":
 		rr.Backends, rr.Redirect, rr.Rewrite, rr.Mirrors = nil, nil, nil, nil
@@ -384,6 +364,52 @@ func (b *routeBuilder) httpRuleActions(ref model.Ref, field string, rule gateway
 
 // gwBackend converts a backendRef. Weight-0 backends receive no traffic and
 // are left out (nil), but are still checked so mistakes are reported.
+// gwBackendRef is what rule translation reads of an HTTPRoute or GRPCRoute
+// backendRef: the two kinds share the reference and header-modifier types.
+type gwBackendRef struct {
+	ref     gatewayv1.BackendRef
+	filters []gwBackendFilter
+}
+
+type gwBackendFilter struct {
+	typ               string
+	request, response *gatewayv1.HTTPHeaderFilter
+}
+
+// gwBackends adds a rule's backends to rr and returns their total weight.
+// Header modifiers are the only filters a backendRef may carry in the mesh;
+// any other makes requests sent to that backend answer 500.
+func (b *routeBuilder) gwBackends(ref model.Ref, field string, rr *meshv1.RouteRule, backends []gwBackendRef) int {
+	weights := 0
+	for i, br := range backends {
+		bf := fmt.Sprintf("%s.backendRefs[%d]", field, i)
+		wb := b.gwBackend(ref, bf, br.ref)
+		for j, f := range br.filters {
+			ff := fmt.Sprintf("%s.filters[%d]", bf, j)
+			switch f.typ {
+			case string(gatewayv1.HTTPRouteFilterRequestHeaderModifier):
+				if wb != nil {
+					wb.RequestHeaders = mergeHeaderModifier(wb.RequestHeaders, gwHeaderModifier(f.request))
+				}
+			case string(gatewayv1.HTTPRouteFilterResponseHeaderModifier):
+				if wb != nil {
+					wb.ResponseHeaders = mergeHeaderModifier(wb.ResponseHeaders, gwHeaderModifier(f.response))
+				}
+			default:
+				b.problem(nil, ref, ff, "filter type %q is not supported on a backendRef: requests sent to this backend answer 500", f.typ)
+				if wb != nil && wb.InvalidReason == "" {
+					wb.InvalidReason = fmt.Sprintf("backend filter %s is not supported", f.typ)
+				}
+			}
+		}
+		if wb != nil {
+			weights += int(wb.Weight)
+			rr.Backends = append(rr.Backends, wb)
+		}
+	}
+	return weights
+}
+
 func (b *routeBuilder) gwBackend(ref model.Ref, field string, br gatewayv1.BackendRef) *meshv1.WeightedBackend {
 	weight := int32(1)
 	if br.Weight != nil {
@@ -701,33 +727,14 @@ func (b *routeBuilder) grpcRuleActions(ref model.Ref, field string, rule gateway
 	if rule.SessionPersistence != nil {
 		b.problem(nil, ref, field+".sessionPersistence", "session persistence is not supported and is ignored")
 	}
-	weights := 0
+	refs := make([]gwBackendRef, len(rule.BackendRefs))
 	for i, br := range rule.BackendRefs {
-		bf := fmt.Sprintf("%s.backendRefs[%d]", field, i)
-		wb := b.gwBackend(ref, bf, br.BackendRef)
-		for j, f := range br.Filters {
-			ff := fmt.Sprintf("%s.filters[%d]", bf, j)
-			switch f.Type {
-			case gatewayv1.GRPCRouteFilterRequestHeaderModifier:
-				if wb != nil {
-					wb.RequestHeaders = mergeHeaderModifier(wb.RequestHeaders, gwHeaderModifier(f.RequestHeaderModifier))
-				}
-			case gatewayv1.GRPCRouteFilterResponseHeaderModifier:
-				if wb != nil {
-					wb.ResponseHeaders = mergeHeaderModifier(wb.ResponseHeaders, gwHeaderModifier(f.ResponseHeaderModifier))
-				}
-			default:
-				b.problem(nil, ref, ff, "filter type %q is not supported on a backendRef: requests sent to this backend answer 500", f.Type)
-				if wb != nil && wb.InvalidReason == "" {
-					wb.InvalidReason = fmt.Sprintf("backend filter %s is not supported", f.Type)
-				}
-			}
-		}
-		if wb != nil {
-			weights += int(wb.Weight)
-			rr.Backends = append(rr.Backends, wb)
+		refs[i].ref = br.BackendRef
+		for _, f := range br.Filters {
+			refs[i].filters = append(refs[i].filters, gwBackendFilter{string(f.Type), f.RequestHeaderModifier, f.ResponseHeaderModifier})
 		}
 	}
+	weights := b.gwBackends(ref, field, rr, refs)
 	switch {
 	case failClosed != "":
 		rr.Backends, rr.Mirrors = nil, nil
@@ -737,15 +744,4 @@ func (b *routeBuilder) grpcRuleActions(ref model.Ref, field string, rule gateway
 		rr.DirectStatus = 500
 	}
 	return rr
-}
-
-// sortedKeys returns the keys of a string-keyed map in order. (Also used by
-// waypoint.go.)
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -2,7 +2,9 @@ package translate
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -194,14 +196,14 @@ func (b *routeBuilder) vsMatch(svc *model.Key, ref model.Ref, field string, m *n
 		}
 		rm.Headers = append(rm.Headers, hm)
 	}
-	for _, name := range sortedKeys(m.GetHeaders()) {
+	for _, name := range slices.Sorted(maps.Keys(m.GetHeaders())) {
 		hm, ok := b.vsStringMatch(svc, ref, field+".headers."+name, strings.ToLower(name), m.GetHeaders()[name])
 		if !ok {
 			return nil, false
 		}
 		rm.Headers = append(rm.Headers, hm)
 	}
-	for _, name := range sortedKeys(m.GetWithoutHeaders()) {
+	for _, name := range slices.Sorted(maps.Keys(m.GetWithoutHeaders())) {
 		hm, ok := b.vsStringMatch(svc, ref, field+".withoutHeaders."+name, strings.ToLower(name), m.GetWithoutHeaders()[name])
 		if !ok {
 			return nil, false
@@ -209,7 +211,7 @@ func (b *routeBuilder) vsMatch(svc *model.Key, ref model.Ref, field string, m *n
 		hm.Invert = true
 		rm.Headers = append(rm.Headers, hm)
 	}
-	for _, name := range sortedKeys(m.GetQueryParams()) {
+	for _, name := range slices.Sorted(maps.Keys(m.GetQueryParams())) {
 		qm, ok := b.vsStringMatch(svc, ref, field+".queryParams."+name, name, m.GetQueryParams()[name])
 		if !ok {
 			return nil, false
@@ -502,10 +504,10 @@ func vsHeaderOps(h *networkingapi.Headers_HeaderOperations) *meshv1.HeaderModifi
 		return nil
 	}
 	hm := &meshv1.HeaderModifier{}
-	for _, n := range sortedKeys(h.GetSet()) {
+	for _, n := range slices.Sorted(maps.Keys(h.GetSet())) {
 		hm.Set = append(hm.Set, &meshv1.HeaderModifier_Header{Name: n, Value: h.GetSet()[n]})
 	}
-	for _, n := range sortedKeys(h.GetAdd()) {
+	for _, n := range slices.Sorted(maps.Keys(h.GetAdd())) {
 		hm.Add = append(hm.Add, &meshv1.HeaderModifier_Header{Name: n, Value: h.GetAdd()[n]})
 	}
 	hm.Remove = append(hm.Remove, h.GetRemove()...)

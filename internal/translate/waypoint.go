@@ -2,6 +2,8 @@ package translate
 
 import (
 	"google.golang.org/protobuf/proto"
+	"maps"
+	"slices"
 
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -79,7 +81,7 @@ func (t *translator) waypoints(services map[string]*meshv1.Service) map[string]*
 		out[k.String()] = wc
 		byWaypointService[t.serviceKey(k.Namespace, k.Name)] = wc
 	}
-	for _, key := range sortedKeys(services) {
+	for _, key := range slices.Sorted(maps.Keys(services)) {
 		svc := services[key]
 		if svc.Waypoint == nil {
 			continue
@@ -91,7 +93,7 @@ func (t *translator) waypoints(services map[string]*meshv1.Service) map[string]*
 		sk := model.Key{Namespace: svc.Namespace, Name: svc.Name}
 		sr := proto.Clone(routes.ServiceRoutes(sk)).(*meshv1.ServiceRoutes)
 		consumers := routes.ConsumerRoutes(sk)
-		for _, ns := range sortedKeys(consumers) {
+		for _, ns := range slices.Sorted(maps.Keys(consumers)) {
 			for _, pr := range consumers[ns].GetPorts() {
 				pr = proto.Clone(pr).(*meshv1.PortRoutes)
 				pr.ConsumerNamespace = ns

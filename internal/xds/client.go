@@ -15,7 +15,9 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -476,7 +478,7 @@ func (c *Client) runStream(ctx context.Context, client meshv1.DiscoveryClient) (
 		first.Resume = &meshv1.ResumePoint{Epoch: c.epoch, Version: c.version}
 	}
 	var later *meshv1.DeltaRequest
-	for _, t := range sortedKeys(c.subs) {
+	for _, t := range slices.Sorted(maps.Keys(c.subs)) {
 		st := c.subs[t]
 		s := &meshv1.Subscription{TypeUrl: t}
 		if st.wildcard {
@@ -489,7 +491,7 @@ func (c *Client) runStream(ctx context.Context, client meshv1.DiscoveryClient) (
 				later.Subscriptions = append(later.Subscriptions, &meshv1.Subscription{TypeUrl: t, Subscribe: []string{meshv1.Wildcard}})
 			}
 		}
-		s.Subscribe = append(s.Subscribe, sortedKeys(st.names)...)
+		s.Subscribe = append(s.Subscribe, slices.Sorted(maps.Keys(st.names))...)
 		if len(s.Subscribe) > 0 {
 			first.Subscriptions = append(first.Subscriptions, s)
 		}
@@ -645,7 +647,7 @@ func (c *Client) apply(resp *meshv1.DeltaResponse) error {
 
 	upd := &Update{Epoch: resp.GetEpoch(), Version: resp.GetVersion()}
 	changed := false
-	for _, t := range sortedKeys(byType) {
+	for _, t := range slices.Sorted(maps.Keys(byType)) {
 		u := byType[t]
 		if len(u.Upserts) == 0 && len(u.Removes) == 0 {
 			continue
@@ -690,13 +692,4 @@ func (c *Client) apply(resp *meshv1.DeltaResponse) error {
 		close(c.synced)
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

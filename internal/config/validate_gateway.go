@@ -415,28 +415,17 @@ func validateHTTPFilters(fs []gatewayv1.HTTPRouteFilter, matches []gatewayv1.HTT
 		if count[f.Type] == 2 && f.Type != gatewayv1.HTTPRouteFilterRequestMirror && f.Type != gatewayv1.HTTPRouteFilterExtensionRef && f.Type != gatewayv1.HTTPRouteFilterExternalAuth {
 			e.add(fp.child("type"), fmt.Sprintf("%s filter cannot be repeated", f.Type))
 		}
-		configs := []struct {
-			typ   gatewayv1.HTTPRouteFilterType
-			field string
-			set   bool
-		}{
-			{gatewayv1.HTTPRouteFilterRequestHeaderModifier, "requestHeaderModifier", f.RequestHeaderModifier != nil},
-			{gatewayv1.HTTPRouteFilterResponseHeaderModifier, "responseHeaderModifier", f.ResponseHeaderModifier != nil},
-			{gatewayv1.HTTPRouteFilterRequestMirror, "requestMirror", f.RequestMirror != nil},
-			{gatewayv1.HTTPRouteFilterRequestRedirect, "requestRedirect", f.RequestRedirect != nil},
-			{gatewayv1.HTTPRouteFilterURLRewrite, "urlRewrite", f.URLRewrite != nil},
-			{gatewayv1.HTTPRouteFilterCORS, "cors", f.CORS != nil},
-			{gatewayv1.HTTPRouteFilterExternalAuth, "externalAuth", f.ExternalAuth != nil},
-			{gatewayv1.HTTPRouteFilterExtensionRef, "extensionRef", f.ExtensionRef != nil},
+		configs := []filterConfig{
+			{string(gatewayv1.HTTPRouteFilterRequestHeaderModifier), "requestHeaderModifier", f.RequestHeaderModifier != nil},
+			{string(gatewayv1.HTTPRouteFilterResponseHeaderModifier), "responseHeaderModifier", f.ResponseHeaderModifier != nil},
+			{string(gatewayv1.HTTPRouteFilterRequestMirror), "requestMirror", f.RequestMirror != nil},
+			{string(gatewayv1.HTTPRouteFilterRequestRedirect), "requestRedirect", f.RequestRedirect != nil},
+			{string(gatewayv1.HTTPRouteFilterURLRewrite), "urlRewrite", f.URLRewrite != nil},
+			{string(gatewayv1.HTTPRouteFilterCORS), "cors", f.CORS != nil},
+			{string(gatewayv1.HTTPRouteFilterExternalAuth), "externalAuth", f.ExternalAuth != nil},
+			{string(gatewayv1.HTTPRouteFilterExtensionRef), "extensionRef", f.ExtensionRef != nil},
 		}
-		for _, c := range configs {
-			switch {
-			case c.typ == f.Type && !c.set:
-				e.add(fp.child(c.field), fmt.Sprintf("required for a filter of type %s", f.Type))
-			case c.typ != f.Type && c.set:
-				e.add(fp.child(c.field), fmt.Sprintf("must not be set for a filter of type %s (set type: %s to use it)", f.Type, c.typ))
-			}
-		}
+		checkFilterConfig(fp, string(f.Type), configs, e)
 		if h := f.RequestHeaderModifier; h != nil {
 			validateHeaderFilter(h, fp.child("requestHeaderModifier"), e)
 		}
@@ -480,6 +469,26 @@ func validateHTTPFilters(fs []gatewayv1.HTTPRouteFilter, matches []gatewayv1.HTT
 	}
 	if count[gatewayv1.HTTPRouteFilterRequestRedirect] > 0 && count[gatewayv1.HTTPRouteFilterURLRewrite] > 0 {
 		e.add(p, "RequestRedirect and URLRewrite filters cannot be used together")
+	}
+}
+
+// filterConfig says whether a filter's configuration field for one filter
+// type is set.
+type filterConfig struct {
+	typ, field string
+	set        bool
+}
+
+// checkFilterConfig requires the configuration field of the filter's own
+// type and rejects the fields of every other type.
+func checkFilterConfig(fp *fieldPath, typ string, configs []filterConfig, e *errs) {
+	for _, c := range configs {
+		switch {
+		case c.typ == typ && !c.set:
+			e.add(fp.child(c.field), fmt.Sprintf("required for a filter of type %s", typ))
+		case c.typ != typ && c.set:
+			e.add(fp.child(c.field), fmt.Sprintf("must not be set for a filter of type %s (set type: %s to use it)", typ, c.typ))
+		}
 	}
 }
 
@@ -653,24 +662,13 @@ func validateGRPCFilters(fs []gatewayv1.GRPCRouteFilter, p *fieldPath, e *errs) 
 		if count[f.Type] == 2 && (f.Type == gatewayv1.GRPCRouteFilterRequestHeaderModifier || f.Type == gatewayv1.GRPCRouteFilterResponseHeaderModifier) {
 			e.add(fp.child("type"), fmt.Sprintf("%s filter cannot be repeated", f.Type))
 		}
-		configs := []struct {
-			typ   gatewayv1.GRPCRouteFilterType
-			field string
-			set   bool
-		}{
-			{gatewayv1.GRPCRouteFilterRequestHeaderModifier, "requestHeaderModifier", f.RequestHeaderModifier != nil},
-			{gatewayv1.GRPCRouteFilterResponseHeaderModifier, "responseHeaderModifier", f.ResponseHeaderModifier != nil},
-			{gatewayv1.GRPCRouteFilterRequestMirror, "requestMirror", f.RequestMirror != nil},
-			{gatewayv1.GRPCRouteFilterExtensionRef, "extensionRef", f.ExtensionRef != nil},
+		configs := []filterConfig{
+			{string(gatewayv1.GRPCRouteFilterRequestHeaderModifier), "requestHeaderModifier", f.RequestHeaderModifier != nil},
+			{string(gatewayv1.GRPCRouteFilterResponseHeaderModifier), "responseHeaderModifier", f.ResponseHeaderModifier != nil},
+			{string(gatewayv1.GRPCRouteFilterRequestMirror), "requestMirror", f.RequestMirror != nil},
+			{string(gatewayv1.GRPCRouteFilterExtensionRef), "extensionRef", f.ExtensionRef != nil},
 		}
-		for _, c := range configs {
-			switch {
-			case c.typ == f.Type && !c.set:
-				e.add(fp.child(c.field), fmt.Sprintf("required for a filter of type %s", f.Type))
-			case c.typ != f.Type && c.set:
-				e.add(fp.child(c.field), fmt.Sprintf("must not be set for a filter of type %s (set type: %s to use it)", f.Type, c.typ))
-			}
-		}
+		checkFilterConfig(fp, string(f.Type), configs, e)
 		if h := f.RequestHeaderModifier; h != nil {
 			validateHeaderFilter(h, fp.child("requestHeaderModifier"), e)
 		}

@@ -33,7 +33,7 @@ tools:
 generate: tools
 	PATH=$(TOOLS):$$PATH protoc -I api --go_out=api --go_opt=paths=source_relative \
 		--go-grpc_out=api --go-grpc_opt=paths=source_relative \
-		api/mesh/v1/*.proto
+		api/mesh/v1/*.proto api/echo/v1/*.proto
 
 clean:
 	rm -rf $(BIN) $(TOOLS)

@@ -29,6 +29,7 @@ certificate authority.`,
 		Subcommands: []*cli.Command{
 			controlplaneCommand(),
 			analyzeCommand(),
+			appCommand(),
 			upCommand(),
 			versionCommand(),
 		},

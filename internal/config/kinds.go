@@ -71,6 +71,8 @@ func init() {
 	register(kindInfo{kind: model.KindPeerAuthentication, group: "security.istio.io", versions: security, namespaced: true, lenient: true, name: dns1123Subdomain}, validatePeerAuthentication)
 	register(kindInfo{kind: model.KindWasmPlugin, group: "extensions.istio.io", versions: []string{"v1alpha1"}, namespaced: true, lenient: true, name: dns1123Subdomain}, validateWasmPlugin)
 
+	register(kindInfo{kind: model.KindLocalCluster, group: model.LocalClusterGroup, versions: []string{"v1alpha1"}, name: dns1123Label}, validateLocalCluster)
+
 }
 
 // SupportedKinds lists the kinds Parse accepts, with their apiVersions,

@@ -38,6 +38,7 @@ const (
 	KindVirtualService      Kind = "VirtualService"
 	KindDestinationRule     Kind = "DestinationRule"
 	KindWasmPlugin          Kind = "WasmPlugin"
+	KindLocalCluster        Kind = "LocalCluster"
 )
 
 // Ref identifies one object. Namespace is empty for cluster-scoped kinds.
@@ -95,6 +96,7 @@ type Snapshot struct {
 	VirtualServices       map[Key]*networkingv1.VirtualService
 	DestinationRules      map[Key]*networkingv1.DestinationRule
 	WasmPlugins           map[Key]*extensionsv1alpha1.WasmPlugin
+	LocalClusters         map[string]*LocalCluster
 
 	// Origins records where each object came from.
 	Origins map[Ref]Origin
@@ -117,6 +119,7 @@ func NewSnapshot() *Snapshot {
 		VirtualServices:       map[Key]*networkingv1.VirtualService{},
 		DestinationRules:      map[Key]*networkingv1.DestinationRule{},
 		WasmPlugins:           map[Key]*extensionsv1alpha1.WasmPlugin{},
+		LocalClusters:         map[string]*LocalCluster{},
 		Origins:               map[Ref]Origin{},
 	}
 }
@@ -181,6 +184,8 @@ func (s *Snapshot) Put(obj any, origin Origin) error {
 		s.DestinationRules[k] = o
 	case *extensionsv1alpha1.WasmPlugin:
 		s.WasmPlugins[k] = o
+	case *LocalCluster:
+		s.LocalClusters[o.Name] = o
 	}
 	s.Origins[ref] = origin
 	return nil
@@ -218,6 +223,8 @@ func (s *Snapshot) Delete(ref Ref) {
 		delete(s.DestinationRules, k)
 	case KindWasmPlugin:
 		delete(s.WasmPlugins, k)
+	case KindLocalCluster:
+		delete(s.LocalClusters, ref.Name)
 	}
 	delete(s.Origins, ref)
 }
@@ -239,6 +246,7 @@ func (s *Snapshot) Clone() *Snapshot {
 	copyMap(c.VirtualServices, s.VirtualServices)
 	copyMap(c.DestinationRules, s.DestinationRules)
 	copyMap(c.WasmPlugins, s.WasmPlugins)
+	copyMap(c.LocalClusters, s.LocalClusters)
 	copyMap(c.Origins, s.Origins)
 	return c
 }
@@ -247,6 +255,22 @@ func copyMap[K comparable, V any](dst, src map[K]V) {
 	for k, v := range src {
 		dst[k] = v
 	}
+}
+
+// SortedKeys returns m's keys by namespace, then name: translation and
+// planning iterate in this order so their output does not depend on map order.
+func SortedKeys[V any](m map[Key]V) []Key {
+	keys := make([]Key, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].Namespace != keys[j].Namespace {
+			return keys[i].Namespace < keys[j].Namespace
+		}
+		return keys[i].Name < keys[j].Name
+	})
+	return keys
 }
 
 // Len is the number of objects held.
@@ -303,6 +327,8 @@ func RefOf(obj any) (Ref, error) {
 		kind = KindDestinationRule
 	case *extensionsv1alpha1.WasmPlugin:
 		kind = KindWasmPlugin
+	case *LocalCluster:
+		kind = KindLocalCluster
 	default:
 		return Ref{}, fmt.Errorf("model: unsupported object type %T", obj)
 	}

@@ -83,7 +83,7 @@ func (t *translator) namespaceDependencies() map[string][]any {
 	for name, ns := range t.snap.Namespaces {
 		deps[name] = append(deps[name], ns)
 	}
-	for _, k := range sortedMapKeys(t.snap.Services) {
+	for _, k := range model.SortedKeys(t.snap.Services) {
 		deps[k.Namespace] = append(deps[k.Namespace], k, t.snap.Services[k])
 	}
 	for ns, keys := range t.policiesByNS {
@@ -96,7 +96,7 @@ func (t *translator) namespaceDependencies() map[string][]any {
 
 func (t *translator) globalDependencies() []any {
 	var deps []any
-	for _, k := range sortedMapKeys(t.snap.Gateways) {
+	for _, k := range model.SortedKeys(t.snap.Gateways) {
 		deps = append(deps, k, t.snap.Gateways[k])
 	}
 	for _, k := range t.policiesByNS[t.mesh.RootNamespace] {
@@ -117,13 +117,4 @@ func samePointers(a, b []any) bool {
 		}
 	}
 	return true
-}
-
-func sortedMapKeys[V any](m map[model.Key]V) []model.Key {
-	keys := make([]model.Key, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sortKeys(keys)
-	return keys
 }

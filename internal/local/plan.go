@@ -1,0 +1,356 @@
+// Package local is the embedded local cluster behind `ambit up`: it plans a
+// cluster from manifests (nodes, zones, addresses, which pod runs where) and
+// runs it in network namespaces on one Linux machine. Used by cmd/ambit only.
+package local
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ambit-mesh/ambit/internal/model"
+)
+
+// Defaults of a cluster with no LocalCluster document.
+var (
+	DefaultPodCIDR     = netip.MustParsePrefix("10.244.0.0/16")
+	DefaultServiceCIDR = netip.MustParsePrefix("10.96.0.0/16")
+	defaultNodes       = []model.LocalNode{
+		{Name: "node-a", Region: "local", Zone: "zone-a"},
+		{Name: "node-b", Region: "local", Zone: "zone-b"},
+		{Name: "node-c", Region: "local", Zone: "zone-c"},
+	}
+)
+
+// Node is one planned node.
+type Node struct {
+	Name                  string
+	Region, Zone, Subzone string
+	// PodCIDR is the node's /24; its .1 is the node's address on the pods' bridge.
+	PodCIDR netip.Prefix
+	Object  *corev1.Node
+}
+
+// Gateway is the node's address on its pods' bridge, their default route.
+func (n *Node) Gateway() netip.Addr { return n.PodCIDR.Addr().Next() }
+
+// Plan is a cluster ready to create: every object the control plane will
+// see, with addresses and placement decided.
+type Plan struct {
+	Nodes       []*Node
+	ServiceCIDR netip.Prefix
+	// Services with their clusterIP assigned.
+	Services []*corev1.Service
+	// Pods: the manifests' Pods and those expanded from Deployments, each
+	// with spec.nodeName, status.podIP and the container environment set.
+	Pods []*corev1.Pod
+}
+
+// NewPlan decides the cluster for snap. It does not touch the system.
+func NewPlan(snap *model.Snapshot) (*Plan, error) {
+	spec := model.LocalClusterSpec{}
+	switch len(snap.LocalClusters) {
+	case 0:
+	case 1:
+		for _, lc := range snap.LocalClusters {
+			spec = lc.Spec
+		}
+	default:
+		return nil, fmt.Errorf("%d LocalCluster documents; a cluster has one", len(snap.LocalClusters))
+	}
+	p := &Plan{ServiceCIDR: DefaultServiceCIDR}
+	podCIDR := DefaultPodCIDR
+	if spec.PodCIDR != "" {
+		podCIDR = netip.MustParsePrefix(spec.PodCIDR) // validated by the parser
+	}
+	if spec.ServiceCIDR != "" {
+		p.ServiceCIDR = netip.MustParsePrefix(spec.ServiceCIDR)
+	}
+	nodes := spec.Nodes
+	if len(nodes) == 0 {
+		nodes = defaultNodes
+	}
+	for i, n := range nodes {
+		p.Nodes = append(p.Nodes, planNode(n, nthSubnet24(podCIDR, i)))
+	}
+	if err := p.assignServiceIPs(snap); err != nil {
+		return nil, err
+	}
+	if err := p.placePods(snap); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func planNode(n model.LocalNode, cidr netip.Prefix) *Node {
+	labels := map[string]string{"kubernetes.io/hostname": n.Name}
+	for k, v := range n.Labels {
+		labels[k] = v
+	}
+	set := func(k, v string) {
+		if v != "" {
+			labels[k] = v
+		}
+	}
+	set("topology.kubernetes.io/region", n.Region)
+	set("topology.kubernetes.io/zone", n.Zone)
+	set("topology.istio.io/subzone", n.Subzone)
+	obj := &corev1.Node{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Node"},
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: labels},
+		Spec:       corev1.NodeSpec{PodCIDR: cidr.String(), PodCIDRs: []string{cidr.String()}},
+	}
+	return &Node{Name: n.Name, Region: n.Region, Zone: n.Zone, Subzone: n.Subzone, PodCIDR: cidr, Object: obj}
+}
+
+// nthSubnet24 is the i-th /24 of p.
+func nthSubnet24(p netip.Prefix, i int) netip.Prefix {
+	a := p.Addr().As4()
+	base := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8
+	base += uint32(i) << 8
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(base >> 24), byte(base >> 16), byte(base >> 8), 0}), 24)
+}
+
+// assignServiceIPs gives every Service without a clusterIP the next free
+// address of the service range, in namespace/name order so VIPs are stable
+// from one run to the next. Addresses given in manifests are kept.
+func (p *Plan) assignServiceIPs(snap *model.Snapshot) error {
+	keys := make([]model.Key, 0, len(snap.Services))
+	for k := range snap.Services {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+	used := map[netip.Addr]model.Key{}
+	for _, k := range keys {
+		ip := snap.Services[k].Spec.ClusterIP
+		if ip == "" || ip == corev1.ClusterIPNone {
+			continue
+		}
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			return fmt.Errorf("Service %s: spec.clusterIP %q is not an IP address", k, ip)
+		}
+		if !p.ServiceCIDR.Contains(a) {
+			return fmt.Errorf("Service %s: spec.clusterIP %s is outside the service range %s", k, a, p.ServiceCIDR)
+		}
+		if other, dup := used[a]; dup {
+			return fmt.Errorf("Service %s: spec.clusterIP %s is already used by Service %s", k, a, other)
+		}
+		used[a] = k
+	}
+	// .0 is the network and .1 is kept for a future "kubernetes" Service, as in Kubernetes.
+	next := p.ServiceCIDR.Addr().Next().Next()
+	for _, k := range keys {
+		svc := snap.Services[k].DeepCopy()
+		if svc.Spec.ClusterIP == "" && svc.Spec.Type != corev1.ServiceTypeExternalName {
+			for used[next] != (model.Key{}) {
+				next = next.Next()
+			}
+			if !p.ServiceCIDR.Contains(next) {
+				return fmt.Errorf("service range %s is full", p.ServiceCIDR)
+			}
+			used[next] = k
+			svc.Spec.ClusterIP = next.String()
+			svc.Spec.ClusterIPs = []string{next.String()}
+		}
+		p.Services = append(p.Services, svc)
+	}
+	return nil
+}
+
+// placePods expands Deployments into Pods and places every pod: replicas of
+// one Deployment spread over zones (the zone with fewest of its replicas
+// first), then over the nodes of the zone (fewest pods first), as
+// Kubernetes' default topology spreading would.
+func (p *Plan) placePods(snap *model.Snapshot) error {
+	var pods []*corev1.Pod
+	for _, k := range model.SortedKeys(snap.Deployments) {
+		pods = append(pods, expandDeployment(snap.Deployments[k])...)
+	}
+	for _, k := range model.SortedKeys(snap.Pods) {
+		pods = append(pods, snap.Pods[k].DeepCopy())
+	}
+	perNode := map[string]int{}
+	nextIP := map[string]netip.Addr{}
+	for _, n := range p.Nodes {
+		nextIP[n.Name] = n.Gateway().Next()
+	}
+	group := map[string]map[string]int{} // owner → zone → replicas
+	for _, pod := range pods {
+		var node *Node
+		if want := pod.Spec.NodeName; want != "" {
+			for _, n := range p.Nodes {
+				if n.Name == want {
+					node = n
+				}
+			}
+			if node == nil {
+				return fmt.Errorf("Pod %s/%s: spec.nodeName %q is not a node of this cluster", pod.Namespace, pod.Name, want)
+			}
+		} else {
+			owner := pod.Namespace + "/" + pod.Labels[labelOwner]
+			if group[owner] == nil {
+				group[owner] = map[string]int{}
+			}
+			node = p.leastLoaded(group[owner], perNode)
+			group[owner][node.Zone]++
+		}
+		ip := nextIP[node.Name]
+		if !node.PodCIDR.Contains(ip) || ip == lastAddr(node.PodCIDR) {
+			return fmt.Errorf("node %s has no pod address left for Pod %s/%s", node.Name, pod.Namespace, pod.Name)
+		}
+		nextIP[node.Name] = ip.Next()
+		perNode[node.Name]++
+		pod.Spec.NodeName = node.Name
+		pod.Status.Phase = corev1.PodRunning
+		pod.Status.PodIP = ip.String()
+		pod.Status.PodIPs = []corev1.PodIP{{IP: ip.String()}}
+		pod.Status.HostIP = node.Gateway().String()
+		p.Pods = append(p.Pods, pod)
+	}
+	for _, pod := range p.Pods {
+		setEnvironment(pod, p.Services)
+	}
+	return nil
+}
+
+func (p *Plan) leastLoaded(zoneReplicas map[string]int, perNode map[string]int) *Node {
+	var best *Node
+	for _, n := range p.Nodes {
+		if best == nil || zoneReplicas[n.Zone] < zoneReplicas[best.Zone] ||
+			(zoneReplicas[n.Zone] == zoneReplicas[best.Zone] && perNode[n.Name] < perNode[best.Name]) {
+			best = n
+		}
+	}
+	return best
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Addr().As4()
+	a[3] = 255
+	return netip.AddrFrom4(a)
+}
+
+// labelOwner groups the replicas of one Deployment for spreading.
+const labelOwner = "ambit.dev/deployment"
+
+// expandDeployment makes the Deployment's replicas: named and labelled as a
+// ReplicaSet would (name-<template hash>-<suffix>, pod-template-hash), owned
+// by that ReplicaSet so telemetry names the Deployment as the workload.
+func expandDeployment(d *appsv1.Deployment) []*corev1.Pod {
+	replicas := int32(1)
+	if d.Spec.Replicas != nil {
+		replicas = *d.Spec.Replicas
+	}
+	tmpl, _ := json.Marshal(d.Spec.Template)
+	sum := sha256.Sum256(tmpl)
+	hash := hex.EncodeToString(sum[:])[:10]
+	rs := d.Name + "-" + hash
+	controller := true
+	var out []*corev1.Pod
+	for i := range replicas {
+		suffix := sha256.Sum256([]byte(rs + "/" + strconv.Itoa(int(i))))
+		pod := &corev1.Pod{
+			TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+			ObjectMeta: metav1.ObjectMeta{
+				Name:        rs + "-" + hex.EncodeToString(suffix[:])[:5],
+				Namespace:   d.Namespace,
+				Labels:      map[string]string{"pod-template-hash": hash, labelOwner: d.Name},
+				Annotations: d.Spec.Template.Annotations,
+				OwnerReferences: []metav1.OwnerReference{{
+					APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs, Controller: &controller,
+				}},
+			},
+			Spec: *d.Spec.Template.Spec.DeepCopy(),
+		}
+		for k, v := range d.Spec.Template.Labels {
+			pod.Labels[k] = v
+		}
+		out = append(out, pod)
+	}
+	return out
+}
+
+// setEnvironment gives every container the variables a kubelet would: the
+// Service variables of the pod's namespace, then the container's own env
+// with fieldRef values resolved, plus POD_NAME, POD_NAMESPACE, POD_IP and
+// NODE_NAME unless the manifest sets them itself.
+func setEnvironment(pod *corev1.Pod, services []*corev1.Service) {
+	var svcEnv []corev1.EnvVar
+	for _, s := range services {
+		if s.Namespace != pod.Namespace || s.Spec.ClusterIP == "" || s.Spec.ClusterIP == corev1.ClusterIPNone || len(s.Spec.Ports) == 0 {
+			continue
+		}
+		name := strings.ToUpper(strings.ReplaceAll(s.Name, "-", "_"))
+		svcEnv = append(svcEnv,
+			corev1.EnvVar{Name: name + "_SERVICE_HOST", Value: s.Spec.ClusterIP},
+			corev1.EnvVar{Name: name + "_SERVICE_PORT", Value: strconv.Itoa(int(s.Spec.Ports[0].Port))})
+		for _, port := range s.Spec.Ports {
+			if port.Name != "" {
+				svcEnv = append(svcEnv, corev1.EnvVar{Name: name + "_SERVICE_PORT_" + strings.ToUpper(strings.ReplaceAll(port.Name, "-", "_")), Value: strconv.Itoa(int(port.Port))})
+			}
+		}
+	}
+	field := func(path string) string {
+		switch path {
+		case "metadata.name":
+			return pod.Name
+		case "metadata.namespace":
+			return pod.Namespace
+		case "status.podIP":
+			return pod.Status.PodIP
+		case "status.hostIP":
+			return pod.Status.HostIP
+		case "spec.nodeName":
+			return pod.Spec.NodeName
+		case "spec.serviceAccountName":
+			if pod.Spec.ServiceAccountName == "" {
+				return "default"
+			}
+			return pod.Spec.ServiceAccountName
+		}
+		if k, ok := strings.CutPrefix(path, "metadata.labels['"); ok {
+			return pod.Labels[strings.TrimSuffix(k, "']")]
+		}
+		if k, ok := strings.CutPrefix(path, "metadata.annotations['"); ok {
+			return pod.Annotations[strings.TrimSuffix(k, "']")]
+		}
+		return ""
+	}
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		own := map[string]bool{}
+		for _, e := range c.Env {
+			own[e.Name] = true
+		}
+		// The container's own variables win over generated ones of the same name.
+		var env []corev1.EnvVar
+		for _, e := range svcEnv {
+			if !own[e.Name] {
+				env = append(env, e)
+			}
+		}
+		for _, e := range []corev1.EnvVar{{Name: "POD_NAME", Value: pod.Name}, {Name: "POD_NAMESPACE", Value: pod.Namespace},
+			{Name: "POD_IP", Value: pod.Status.PodIP}, {Name: "NODE_NAME", Value: pod.Spec.NodeName}} {
+			if !own[e.Name] {
+				env = append(env, e)
+			}
+		}
+		for _, e := range c.Env {
+			if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+				e = corev1.EnvVar{Name: e.Name, Value: field(e.ValueFrom.FieldRef.FieldPath)}
+			}
+			env = append(env, e)
+		}
+		c.Env = env
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ambit-mesh/ambit/internal/cli"
 	"github.com/ambit-mesh/ambit/internal/config"
+	"github.com/ambit-mesh/ambit/internal/local"
 	"github.com/ambit-mesh/ambit/internal/model"
 	"github.com/ambit-mesh/ambit/internal/translate"
 )
@@ -21,7 +22,8 @@ func analyzeCommand() *cli.Command {
 		Long: `Validate manifests the way the control plane does: parse errors (file,
 document, object and field), then problems found while translating them
 (routes to missing Services, waypoints that do not exist, policies that
-cannot be applied). Exits 1 if there are errors.`,
+cannot be applied). Deployments are expanded into pods and placed on nodes
+as 'ambit up' would. Exits 1 if there are errors.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.Var(&files, "f", "manifest file or directory (repeatable)")
 		},
@@ -34,7 +36,13 @@ cannot be applied). Exits 1 if there are errors.`,
 			if err != nil {
 				return fmt.Errorf("invalid manifests:\n%w", err)
 			}
-			out := translate.Translate(snap, mesh)
+			// Deployments become pods only when a cluster runs them: plan
+			// them as `ambit up` would, so what would run is checked too.
+			plan, err := local.NewPlan(snap)
+			if err != nil {
+				return fmt.Errorf("cannot plan a local cluster for these manifests: %w", err)
+			}
+			out := translate.Translate(plan.Apply(snap), mesh)
 			for _, p := range out.Problems {
 				fmt.Fprintf(cli.Stdout, "warning: %s\n", p)
 			}

@@ -82,6 +82,16 @@ spec:
 	}
 }
 
+// The examples are what users start from: they must analyze without a warning.
+func TestExamplesAnalyzeCleanly(t *testing.T) {
+	for _, ex := range []string{"quickstart", "inference-canary"} {
+		code, out, errOut := run(t, "analyze", "-f", "../../examples/"+ex)
+		if code != 0 || strings.Contains(out, "warning:") || !strings.Contains(out, "; 0 warnings") {
+			t.Errorf("%s: exit %d\n%s%s", ex, code, out, errOut)
+		}
+	}
+}
+
 func TestNodeTokenIsStable(t *testing.T) {
 	dir := t.TempDir()
 	_, a, _ := run(t, "controlplane", "node-token", "--ca-dir", dir, "node-a")

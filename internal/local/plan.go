@@ -91,6 +91,23 @@ func NewPlan(snap *model.Snapshot) (*Plan, error) {
 	return p, nil
 }
 
+// Apply returns a copy of snap holding the planned nodes, the Services with
+// their VIPs and the placed pods: what the control plane is given.
+func (p *Plan) Apply(snap *model.Snapshot) *model.Snapshot {
+	next := snap.Clone()
+	origin := model.Origin{File: "local cluster"}
+	for _, n := range p.Nodes {
+		next.Put(n.Object, origin)
+	}
+	for _, s := range p.Services {
+		next.Put(s, next.Origins[model.Ref{Kind: model.KindService, Namespace: s.Namespace, Name: s.Name}])
+	}
+	for _, pod := range p.Pods {
+		next.Put(pod, origin)
+	}
+	return next
+}
+
 func planNode(n model.LocalNode, cidr netip.Prefix) *Node {
 	labels := map[string]string{"kubernetes.io/hostname": n.Name}
 	for k, v := range n.Labels {

@@ -140,17 +140,7 @@ func TestPlanDefaults(t *testing.T) {
 // workloads with the Deployment as workload name and the node's zone.
 func TestPlanTranslates(t *testing.T) {
 	p, snap := plan(t, quickstart)
-	next := snap.Clone()
-	for _, n := range p.Nodes {
-		next.Put(n.Object, model.Origin{})
-	}
-	for _, s := range p.Services {
-		next.Put(s, model.Origin{})
-	}
-	for _, pod := range p.Pods {
-		next.Put(pod, model.Origin{})
-	}
-	out := translate.Translate(next, model.DefaultMeshConfig())
+	out := translate.Translate(p.Apply(snap), model.DefaultMeshConfig())
 	n := 0
 	for _, w := range out.Workloads {
 		if w.WorkloadName == "echo-v1" {

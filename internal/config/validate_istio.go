@@ -728,8 +728,9 @@ func validateSource(s *securityapi.Source, p *fieldPath, e *errs) {
 			case strings.HasSuffix(l.name, "pBlocks") || strings.HasSuffix(l.name, "IpBlocks"):
 				checkIPOrCIDR(vp, v, e)
 			case strings.HasSuffix(strings.ToLower(l.name), "serviceaccounts"):
-				if ns, name, ok := strings.Cut(v, "/"); !ok || ns == "" || name == "" {
-					e.add(vp, fmt.Sprintf("invalid service account %q: must be namespace/name", v))
+				// "<namespace>/<name>", or "<name>" in the policy's namespace.
+				if ns, name, ok := strings.Cut(v, "/"); (ok && (ns == "" || name == "" || strings.Contains(name, "/"))) || strings.Contains(v, "*") {
+					e.add(vp, fmt.Sprintf("invalid service account %q: must be <namespace>/<name> or <name> (no wildcards)", v))
 				}
 			default:
 				checkWildcard(vp, v, e)

@@ -83,9 +83,9 @@ func (t *translator) authorization(k model.Key, p *securityv1.AuthorizationPolic
 func (t *translator) rule(ref model.Ref, i int, r *securityapi.Rule) (*meshv1.Rule, bool) {
 	field := "spec.rules[" + strconv.Itoa(i) + "]"
 	out := &meshv1.Rule{}
-	for _, f := range r.GetFrom() {
+	for j, f := range r.GetFrom() {
 		s := f.GetSource()
-		out.From = append(out.From, &meshv1.Source{
+		src := &meshv1.Source{
 			Principals:           stringMatches(s.GetPrincipals()),
 			NotPrincipals:        stringMatches(s.GetNotPrincipals()),
 			Namespaces:           stringMatches(s.GetNamespaces()),
@@ -96,7 +96,12 @@ func (t *translator) rule(ref model.Ref, i int, r *securityapi.Rule) (*meshv1.Ru
 			NotRemoteIpBlocks:    s.GetNotRemoteIpBlocks(),
 			RequestPrincipals:    stringMatches(s.GetRequestPrincipals()),
 			NotRequestPrincipals: stringMatches(s.GetNotRequestPrincipals()),
-		})
+		}
+		if msg := identityFields(src, s, ref.Namespace); msg != "" {
+			t.problem(ref, field+".from["+strconv.Itoa(j)+"].source", "%s; the rule is not applied as written (an ALLOW rule allows nothing, a DENY rule denies all it selects)", msg)
+			return nil, false
+		}
+		out.From = append(out.From, src)
 	}
 	for j, to := range r.GetTo() {
 		op := to.GetOperation()
@@ -124,6 +129,73 @@ func (t *translator) rule(ref model.Ref, i int, r *securityapi.Rule) (*meshv1.Ru
 		})
 	}
 	return out, true
+}
+
+// identityFields folds serviceAccounts and trustDomains (and their not-forms)
+// into principal matches, which is exact: a principal is
+// "<trust domain>/ns/<namespace>/sa/<service account>". Istio forbids
+// combining them with principals; a combination, or a trust-domain suffix
+// match that principals cannot express, is reported rather than widened.
+func identityFields(src *meshv1.Source, s *securityapi.Source, policyNS string) string {
+	sa := func(in []string) []*meshv1.StringMatch {
+		var out []*meshv1.StringMatch
+		for _, v := range in {
+			ns, name, ok := strings.Cut(v, "/")
+			if !ok {
+				ns, name = policyNS, v
+			}
+			out = append(out, &meshv1.StringMatch{Kind: &meshv1.StringMatch_Suffix{Suffix: "/ns/" + ns + "/sa/" + name}})
+		}
+		return out
+	}
+	td := func(in []string) ([]*meshv1.StringMatch, string) {
+		var out []*meshv1.StringMatch
+		for _, v := range in {
+			switch {
+			case v == "*":
+				out = append(out, &meshv1.StringMatch{Kind: &meshv1.StringMatch_Any{Any: true}})
+			case strings.HasSuffix(v, "*"):
+				out = append(out, &meshv1.StringMatch{Kind: &meshv1.StringMatch_Prefix{Prefix: strings.TrimSuffix(v, "*")}})
+			case strings.HasPrefix(v, "*"):
+				return nil, "trust domain suffix match " + strconv.Quote(v) + " is not supported"
+			default:
+				out = append(out, &meshv1.StringMatch{Kind: &meshv1.StringMatch_Prefix{Prefix: v + "/"}})
+			}
+		}
+		return out, ""
+	}
+	allow := [][]*meshv1.StringMatch{src.Principals}
+	deny := [][]*meshv1.StringMatch{src.NotPrincipals}
+	allow = append(allow, sa(s.GetServiceAccounts()))
+	deny = append(deny, sa(s.GetNotServiceAccounts()))
+	tds, msg := td(s.GetTrustDomains())
+	if msg != "" {
+		return msg
+	}
+	notTDs, msg := td(s.GetNotTrustDomains())
+	if msg != "" {
+		return msg
+	}
+	allow = append(allow, tds)
+	deny = append(deny, notTDs)
+	// Positive lists are ANDed in Istio (each field must match), so at most
+	// one of principals, serviceAccounts, trustDomains may be set to fold
+	// them into one OR list. Negative lists are ORed exclusions and merge.
+	set := 0
+	for _, l := range allow {
+		if len(l) > 0 {
+			set++
+			src.Principals = l
+		}
+	}
+	if set > 1 {
+		return "principals, serviceAccounts and trustDomains cannot be combined in one source"
+	}
+	src.NotPrincipals = nil
+	for _, l := range deny {
+		src.NotPrincipals = append(src.NotPrincipals, l...)
+	}
+	return ""
 }
 
 func (t *translator) ports(ref model.Ref, field string, in []string) ([]uint32, bool) {
@@ -255,7 +327,10 @@ func (t *translator) peerAuthentications() map[string]*meshv1.PeerAuthentication
 		if pa.Scope == meshv1.Authorization_WORKLOAD_SELECTOR {
 			sel := p.Spec.GetSelector().GetMatchLabels()
 			for pk, pod := range t.snap.Pods {
-				if (pk.Namespace == k.Namespace || k.Namespace == t.mesh.RootNamespace) && selects(sel, pod.Labels) {
+				// Unlike AuthorizationPolicy, a selector PeerAuthentication
+				// in the root namespace selects only that namespace's pods,
+				// as in Istio.
+				if pk.Namespace == k.Namespace && selects(sel, pod.Labels) {
 					pa.Workloads = append(pa.Workloads, WorkloadUID(t.mesh, pk.Namespace, pk.Name))
 				}
 			}

@@ -560,3 +560,57 @@ func TestTranslateDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// serviceAccounts and trustDomains are identity fields too: dropping them
+// would turn "allow only these" into "allow everyone".
+func TestIdentityFieldsNeverWiden(t *testing.T) {
+	policy := func(source string) string {
+		return baseMesh + `---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: p
+  namespace: shop
+spec:
+  rules:
+  - from:
+    - source:
+` + source
+	}
+	suffix := func(s string) *meshv1.StringMatch { return &meshv1.StringMatch{Kind: &meshv1.StringMatch_Suffix{Suffix: s}} }
+	prefix := func(s string) *meshv1.StringMatch { return &meshv1.StringMatch{Kind: &meshv1.StringMatch_Prefix{Prefix: s}} }
+	tests := []struct {
+		name          string
+		source        string
+		principals    []*meshv1.StringMatch
+		notPrincipals []*meshv1.StringMatch
+		dropped       bool
+	}{
+		{"service accounts", "        serviceAccounts: [client, other/admin]\n", []*meshv1.StringMatch{suffix("/ns/shop/sa/client"), suffix("/ns/other/sa/admin")}, nil, false},
+		{"not service accounts", "        notServiceAccounts: [bad]\n", nil, []*meshv1.StringMatch{suffix("/ns/shop/sa/bad")}, false},
+		{"not trust domains merge", "        notTrustDomains: [evil.corp]\n        notServiceAccounts: [bad]\n", nil,
+			[]*meshv1.StringMatch{suffix("/ns/shop/sa/bad"), prefix("evil.corp/")}, false},
+		{"trust domains", "        trustDomains: [cluster.local, \"corp*\"]\n", []*meshv1.StringMatch{prefix("cluster.local/"), prefix("corp")}, nil, false},
+		{"trust domain suffix is refused", "        trustDomains: [\"*.corp\"]\n", nil, nil, true},
+		{"combination is refused", "        serviceAccounts: [client]\n        trustDomains: [cluster.local]\n", nil, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := Translate(parse(t, policy(tt.source)), model.DefaultMeshConfig())
+			a := out.Authorizations["shop/p"]
+			if tt.dropped {
+				if len(a.Rules) != 0 || len(out.Problems) == 0 {
+					t.Fatalf("rules %v problems %v: an ALLOW rule that cannot be represented must allow nothing, and be reported", a.Rules, out.Problems)
+				}
+				return
+			}
+			src := a.Rules[0].From[0]
+			if diff := cmp.Diff(tt.principals, src.Principals, protocmp.Transform()); diff != "" {
+				t.Errorf("principals (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.notPrincipals, src.NotPrincipals, protocmp.Transform()); diff != "" {
+				t.Errorf("notPrincipals (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

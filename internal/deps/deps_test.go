@@ -21,6 +21,8 @@ var light = []string{
 	"internal/spiffe",
 	"internal/telemetry",
 	"internal/xds",
+	"internal/ztunnel/authz",
+	"internal/ztunnel/state",
 }
 
 var (

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
 	"crypto/x509"
 	"io"
 	"log/slog"
@@ -88,6 +89,10 @@ type meshEnv struct {
 }
 
 func startControlPlane(t *testing.T) *meshEnv {
+	return startControlPlaneInterval(t, 20*time.Millisecond)
+}
+
+func startControlPlaneInterval(t testing.TB, interval time.Duration) *meshEnv {
 	t.Helper()
 	e := &meshEnv{dir: t.TempDir(), mesh: model.DefaultMeshConfig(), stopped: make(chan error, 1)}
 	writeFile(t, filepath.Join(e.dir, "mesh.yaml"), manifests)
@@ -98,7 +103,7 @@ func startControlPlane(t *testing.T) *meshEnv {
 	}
 	e.bundle = identity.NewBundle(e.ca.TrustBundle())
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	src := &FileSource{Paths: []string{e.dir}, Interval: 20 * time.Millisecond, Log: log}
+	src := &FileSource{Paths: []string{e.dir}, Interval: interval, Log: log}
 	e.srv, err = New(Options{Source: src, Mesh: e.mesh, CA: e.ca, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +128,7 @@ func startControlPlane(t *testing.T) *meshEnv {
 	return e
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	// Write-then-rename, as editors and kubectl-style tools do, so the
 	// watcher never reads a half-written file.
@@ -137,7 +142,7 @@ func writeFile(t *testing.T, path, content string) {
 }
 
 // conn dials the control plane as a proxy on node, with node's token unless token is given.
-func (e *meshEnv) conn(t *testing.T, node, token string) *grpc.ClientConn {
+func (e *meshEnv) conn(t testing.TB, node, token string) *grpc.ClientConn {
 	t.Helper()
 	if token == "" {
 		token = e.ca.NodeToken(node)
@@ -198,7 +203,7 @@ func (s *store) workload(uid string) *meshv1.Workload {
 }
 
 // waitFor polls cond on every change until it holds or the deadline passes.
-func (s *store) waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func (s *store) waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.After(timeout)
 	for !cond() {
@@ -210,7 +215,7 @@ func (s *store) waitFor(t *testing.T, what string, timeout time.Duration, cond f
 	}
 }
 
-func (e *meshEnv) proxy(t *testing.T, node string, st *store) *xds.Client {
+func (e *meshEnv) proxy(t testing.TB, node string, st *store) *xds.Client {
 	t.Helper()
 	c, err := xds.New(xds.Options{
 		Conn:    e.conn(t, node, ""),
@@ -242,17 +247,13 @@ func TestFileChangesReachProxies(t *testing.T) {
 		s.waitFor(t, "initial config", 10*time.Second, func() bool { return s.workload(echoUID) != nil })
 	}
 
-	// A valid edit reaches every proxy within a second.
-	start := time.Now()
+	// A valid edit reaches every proxy (how fast: BenchmarkFileChangeReachesProxies).
 	writeFile(t, filepath.Join(e.dir, "mesh.yaml"), strings.Replace(manifests, "10.244.1.5", "10.244.1.6", 1))
 	for _, s := range []*store{a, b} {
 		s.waitFor(t, "the new pod IP", 5*time.Second, func() bool {
 			w := s.workload(echoUID)
 			return w != nil && w.Addresses[0] == "10.244.1.6"
 		})
-	}
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("change took %v to reach the proxies, want < 1s", took)
 	}
 
 	// An invalid edit is rejected: the metric says so and the last good
@@ -409,4 +410,27 @@ func TestBrokenFileBlocksOtherChanges(t *testing.T) {
 	a.waitFor(t, "the change once the broken file is gone", 5*time.Second, func() bool {
 		return a.workload(echoUID).GetAddresses()[0] == "10.244.1.8"
 	})
+}
+
+// BenchmarkFileChangeReachesProxies measures the time from writing a changed
+// manifest to two connected proxies having applied it, with the control
+// plane's default 200ms watch interval (half of it is waiting on average).
+//
+//	go test -run XXX -bench FileChange -benchtime 20x ./internal/controlplane/
+func BenchmarkFileChangeReachesProxies(b *testing.B) {
+	e := startControlPlaneInterval(b, 200*time.Millisecond)
+	a, c := newStore(), newStore()
+	e.proxy(b, "node-a", a)
+	e.proxy(b, "node-b", c)
+	const echoUID = "Kubernetes/Pod/shop/echo-a"
+	a.waitFor(b, "initial config", 10*time.Second, func() bool { return a.workload(echoUID) != nil })
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ip := fmt.Sprintf("10.244.1.%d", 10+i%200)
+		writeFile(b, filepath.Join(e.dir, "mesh.yaml"), strings.Replace(manifests, "10.244.1.5", ip, 1))
+		for _, s := range []*store{a, c} {
+			s.waitFor(b, "the change", 10*time.Second, func() bool { return s.workload(echoUID).GetAddresses()[0] == ip })
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/change")
 }

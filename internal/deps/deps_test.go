@@ -16,11 +16,16 @@ const module = "github.com/ambit-mesh/ambit/"
 // links. A package the ztunnel starts to import belongs here.
 var light = []string{
 	"api/mesh/v1",
+	"cmd/ztunnel",
+	"internal/hbone",
 	"internal/identity",
+	"internal/netns",
 	"internal/pemutil",
+	"internal/redirect",
 	"internal/spiffe",
 	"internal/telemetry",
 	"internal/xds",
+	"internal/ztunnel",
 	"internal/ztunnel/authz",
 	"internal/ztunnel/state",
 }

@@ -1,0 +1,71 @@
+// Command ztunnel is Ambit's per-node L4 proxy. The node agent hands it the
+// pods it must serve; it takes configuration and certificates from the
+// control plane. It is deliberately small: no Kubernetes client, no Wasm,
+// no OpenTelemetry (internal/deps guards that).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ambit-mesh/ambit/internal/ztunnel"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "ztunnel:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("ztunnel", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `ztunnel: Ambit's per-node L4 proxy.
+
+For every pod the node agent enrols it listens inside the pod's network
+namespace (15001 outbound, 15006 inbound plaintext, 15008 inbound HBONE),
+tunnels mesh traffic over mutual TLS with the pod's own identity, and
+enforces PeerAuthentication and L4 AuthorizationPolicy.
+
+Usage:
+  ztunnel --node NAME --control-plane HOST:15012 --token-file FILE --root-cert FILE [flags]
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	var cfg ztunnel.Config
+	fs.StringVar(&cfg.NodeName, "node", os.Getenv("NODE_NAME"), "node this ztunnel serves (default $NODE_NAME)")
+	fs.StringVar(&cfg.ControlPlane, "control-plane", "ambit-controlplane.istio-system:15012", "control plane address")
+	fs.StringVar(&cfg.TokenFile, "token-file", "/var/run/ambit/node-token", "file holding the node's control-plane credential")
+	fs.StringVar(&cfg.RootCertFile, "root-cert", "/var/run/ambit/root-cert.pem", "PEM file with the mesh's root certificates")
+	fs.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "trust domain of the mesh")
+	fs.StringVar(&cfg.AgentSocket, "agent-socket", "/var/run/ambit/ztunnel.sock", "node agent's Unix socket")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", "127.0.0.1:15000", "admin endpoint (/config_dump)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", ":15020", "metrics endpoint (/metrics)")
+	fs.StringVar(&cfg.ReadyAddr, "ready-addr", ":15021", "readiness endpoint (/healthz/ready)")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long open connections may finish after SIGTERM")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
+	}
+	if cfg.NodeName == "" {
+		return fmt.Errorf("--node is required (or set NODE_NAME)")
+	}
+	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return ztunnel.Run(ctx, cfg)
+}

@@ -1,0 +1,276 @@
+package ztunnel
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
+	"github.com/ambit-mesh/ambit/internal/hbone"
+	"github.com/ambit-mesh/ambit/internal/netns"
+	"github.com/ambit-mesh/ambit/internal/redirect"
+	"github.com/ambit-mesh/ambit/internal/spiffe"
+	"github.com/ambit-mesh/ambit/internal/telemetry"
+	"github.com/ambit-mesh/ambit/internal/ztunnel/authz"
+	"github.com/ambit-mesh/ambit/internal/ztunnel/state"
+)
+
+// dialTimeout bounds connecting to a destination or an application.
+const dialTimeout = 10 * time.Second
+
+// outbound handles a connection a pod opened, captured to 15001.
+func (p *Proxy) outbound(ctx context.Context, pd *pod, c *net.TCPConn) {
+	defer c.Close()
+	dst, err := redirect.OriginalDst(c)
+	if err != nil {
+		p.log.Warn("outbound: no original destination", "pod", pd.info.String(), "error", err)
+		return
+	}
+	src := addrOf(c.RemoteAddr())
+	v := p.store.View()
+	srcW := p.workloadOf(v, pd)
+	d := v.Resolve(dst, srcW)
+	log := p.log.With("pod", pd.info.String(), "dst", dst.String())
+
+	labels := sourceLabels(srcW, pd.id)
+	labels.Reporter = "source"
+	switch d.Kind {
+	case state.KindNoEndpoint:
+		log.Warn("outbound: refused", "reason", d.Reason)
+		return
+	case state.KindPassthrough:
+		// Outside the mesh: plain TCP from the pod's own address.
+		up, err := netns.DialTCP(ctx, pd.ns, dst, netns.SocketOptions{Mark: redirect.ZtunnelMark, Timeout: dialTimeout})
+		if err != nil {
+			log.Warn("outbound passthrough: dial failed", "error", err)
+			return
+		}
+		labels.ConnectionSecurityPolicy = "none"
+		p.relay(ctx, c, up, labels, log)
+		return
+	}
+	destinationLabels(&labels, d.Workload, d.Service)
+	if !d.HBONE {
+		up, err := netns.DialTCP(ctx, pd.ns, d.Dial, netns.SocketOptions{Mark: redirect.ZtunnelMark, Timeout: dialTimeout})
+		if err != nil {
+			log.Warn("outbound: dial failed", "target", d.Dial.String(), "error", err)
+			return
+		}
+		labels.ConnectionSecurityPolicy = "none"
+		p.relay(ctx, c, up, labels, log)
+		return
+	}
+	expected := append([]spiffe.ID{d.Identity}, d.AltNames...)
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	stream, resp, err := p.pool.Connect(dctx, hbone.Target{
+		Source:       pd.id,
+		Destination:  expected,
+		Addr:         d.Dial,
+		SourceAddr:   src.Addr(),
+		Dial:         hbone.DialFunc(netns.Dialer(pd.ns, netns.SocketOptions{Mark: redirect.ZtunnelMark})),
+		Authority:    d.Target,
+		ForwardedFor: src.Addr(),
+		Baggage:      baggageOf(srcW),
+	})
+	cancel()
+	if err != nil {
+		log.Warn("outbound: HBONE connect failed", "target", d.Dial.String(), "authority", d.Target.String(), "error", err)
+		return
+	}
+	_ = resp
+	labels.ConnectionSecurityPolicy = "mutual_tls"
+	labels.DestinationPrincipal = d.Identity.String()
+	p.relay(ctx, c, stream, labels, log)
+}
+
+// inboundHBONE handles a tunnel another ztunnel (or a waypoint) opened to a
+// pod on this node.
+func (p *Proxy) inboundHBONE(ctx context.Context, r *hbone.Request) {
+	switch r.Authority.Port() {
+	case redirect.OutboundPort, redirect.InboundPlaintextPort, redirect.InboundHBONEPort:
+		// A tunnel into the ztunnel's own listeners would loop.
+		p.log.Warn("inbound: refused a tunnel to a ztunnel port", "dst", r.Authority.String(), "peer", r.Peer.String())
+		r.Reject(http.StatusBadRequest, nil)
+		return
+	}
+	pd := p.podByIP(r.Authority.Addr())
+	if pd == nil {
+		p.log.Warn("inbound: destination is not a pod on this node", "dst", r.Authority.String(), "peer", r.Peer.String())
+		r.Reject(http.StatusBadRequest, nil)
+		return
+	}
+	// The original client: the tunnel's Forwarded address when present,
+	// else the peer's own address.
+	srcIP := r.ForwardedFor
+	if !srcIP.IsValid() {
+		srcIP = addrOf(r.RemoteAddr).Addr()
+	}
+	v := p.store.View()
+	w := p.workloadOf(v, pd)
+	if w == nil {
+		p.log.Warn("inbound: destination workload not known yet", "dst", r.Authority.String())
+		r.Reject(http.StatusServiceUnavailable, nil)
+		return
+	}
+	dec := authz.Evaluate(authz.Conn{Source: r.Peer, SourceIP: srcIP, DestinationIP: r.Authority.Addr(), DestinationPort: r.Authority.Port(),
+		DestinationNamespace: w.Namespace, DestinationName: w.Name}, v.Policies(w))
+	log := p.log.With("pod", pd.info.String(), "peer", r.Peer.String(), "src", srcIP.String(), "dst", r.Authority.String())
+	if !dec.Allow {
+		log.Info("inbound: denied by policy", "policy", dec.Policy, "reason", dec.Reason.String())
+		r.Reject(http.StatusUnauthorized, nil)
+		return
+	}
+	app, err := p.dialApp(ctx, pd, r.Authority, srcIP)
+	if err != nil {
+		log.Warn("inbound: application unreachable", "error", err)
+		r.Reject(http.StatusServiceUnavailable, nil)
+		return
+	}
+	stream, err := r.Accept(http.Header{"Baggage": {baggageOf(w)}})
+	if err != nil {
+		app.Close()
+		return
+	}
+	labels := telemetry.TCPLabels{Reporter: "destination", SourcePrincipal: r.Peer.String(), ConnectionSecurityPolicy: "mutual_tls"}
+	if sw := v.WorkloadByIP(srcIP); sw != nil {
+		l := sourceLabels(sw, r.Peer)
+		l.Reporter, l.ConnectionSecurityPolicy = labels.Reporter, labels.ConnectionSecurityPolicy
+		labels = l
+	}
+	destinationLabels(&labels, w, nil)
+	labels.DestinationPrincipal = pd.id.String()
+	p.relay(ctx, stream, app, labels, log)
+}
+
+// inboundPlaintext handles a plaintext connection to a pod (captured to 15006).
+func (p *Proxy) inboundPlaintext(ctx context.Context, pd *pod, c *net.TCPConn) {
+	defer c.Close()
+	// TPROXY keeps the original destination as the local address.
+	dst := addrOf(c.LocalAddr())
+	src := addrOf(c.RemoteAddr())
+	v := p.store.View()
+	w := p.workloadOf(v, pd)
+	log := p.log.With("pod", pd.info.String(), "src", src.String(), "dst", dst.String())
+	if w != nil {
+		if v.PeerAuthMode(w, dst.Port()) == meshv1.PeerAuthentication_STRICT {
+			log.Info("inbound plaintext refused: PeerAuthentication STRICT")
+			return
+		}
+		dec := authz.Evaluate(authz.Conn{SourceIP: src.Addr(), DestinationIP: dst.Addr(), DestinationPort: dst.Port(),
+			DestinationNamespace: w.Namespace, DestinationName: w.Name}, v.Policies(w))
+		if !dec.Allow {
+			log.Info("inbound plaintext: denied by policy", "policy", dec.Policy, "reason", dec.Reason.String())
+			return
+		}
+	}
+	app, err := p.dialApp(ctx, pd, dst, src.Addr())
+	if err != nil {
+		log.Warn("inbound plaintext: application unreachable", "error", err)
+		return
+	}
+	labels := telemetry.TCPLabels{Reporter: "destination", ConnectionSecurityPolicy: "none"}
+	if sw := v.WorkloadByIP(src.Addr()); sw != nil {
+		labels = sourceLabels(sw, spiffe.ID{})
+		labels.Reporter, labels.ConnectionSecurityPolicy = "destination", "none"
+	}
+	destinationLabels(&labels, w, nil)
+	p.relay(ctx, c, app, labels, log)
+}
+
+// dialApp connects to the application inside the pod from the original
+// client's address (IP_TRANSPARENT), so the application sees who called.
+func (p *Proxy) dialApp(ctx context.Context, pd *pod, dst netip.AddrPort, client netip.Addr) (*net.TCPConn, error) {
+	opts := netns.SocketOptions{Mark: redirect.ZtunnelMark, Timeout: dialTimeout}
+	if client.IsValid() && client.Is4() == dst.Addr().Is4() {
+		opts.Transparent = true
+		opts.Source = netip.AddrPortFrom(client, 0)
+	}
+	return netns.DialTCP(ctx, pd.ns, dst, opts)
+}
+
+// relay copies both ways with half-close and counts the bytes: "received"
+// is client → server, "sent" server → client, as Istio counts them.
+func (p *Proxy) relay(ctx context.Context, client, server interface {
+	Read([]byte) (int, error)
+	Write([]byte) (int, error)
+	Close() error
+}, labels telemetry.TCPLabels, log interface{ Debug(string, ...any) }) {
+	if labels.RequestProtocol == "" {
+		labels.RequestProtocol = "tcp"
+	}
+	if labels.ResponseFlags == "" {
+		labels.ResponseFlags = "-"
+	}
+	m := p.metrics.For(labels)
+	m.Opened.Add(1)
+	res := hbone.Splice(ctx, client, server)
+	m.Received.Add(uint64(res.AtoB))
+	m.Sent.Add(uint64(res.BtoA))
+	m.Closed.Add(1)
+	if res.Err != nil {
+		log.Debug("connection ended with an error", "error", res.Err, "received", res.AtoB, "sent", res.BtoA)
+	}
+}
+
+func addrOf(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+func sourceLabels(w *meshv1.Workload, id spiffe.ID) telemetry.TCPLabels {
+	l := telemetry.TCPLabels{}
+	if id != (spiffe.ID{}) {
+		l.SourcePrincipal = id.String()
+	}
+	if w == nil {
+		return l
+	}
+	l.SourceWorkload = w.WorkloadName
+	l.SourceCanonicalService = w.CanonicalName
+	l.SourceCanonicalRevision = w.CanonicalRevision
+	l.SourceWorkloadNamespace = w.Namespace
+	l.SourceApp = w.CanonicalName
+	l.SourceVersion = w.CanonicalRevision
+	l.SourceCluster = w.ClusterId
+	l.SourceZone = w.GetLocality().GetZone()
+	return l
+}
+
+func destinationLabels(l *telemetry.TCPLabels, w *meshv1.Workload, svc *meshv1.Service) {
+	if svc != nil {
+		l.DestinationService = svc.Hostname
+		l.DestinationServiceName = svc.Name
+		l.DestinationServiceNamespace = svc.Namespace
+	}
+	if w == nil {
+		return
+	}
+	l.DestinationWorkload = w.WorkloadName
+	l.DestinationCanonicalService = w.CanonicalName
+	l.DestinationCanonicalRevision = w.CanonicalRevision
+	l.DestinationWorkloadNamespace = w.Namespace
+	l.DestinationApp = w.CanonicalName
+	l.DestinationVersion = w.CanonicalRevision
+	l.DestinationCluster = w.ClusterId
+	l.DestinationZone = w.GetLocality().GetZone()
+	if l.DestinationService == "" {
+		l.DestinationService = w.Name + "." + w.Namespace
+	}
+}
+
+// baggageOf describes a workload for the peer's telemetry (W3C baggage).
+func baggageOf(w *meshv1.Workload) string {
+	if w == nil {
+		return ""
+	}
+	return hbone.PeerMetadata{
+		Namespace: w.Namespace, Workload: w.WorkloadName, Service: w.CanonicalName, Version: w.CanonicalRevision,
+		Cluster: w.ClusterId, Region: w.GetLocality().GetRegion(), Zone: w.GetLocality().GetZone(),
+	}.Baggage()
+}

@@ -31,12 +31,12 @@ import (
 type Proxy struct {
 	node        string
 	trustDomain string
-	store   *state.Store
-	certs   *identity.Manager
-	pool    *hbone.Pool
-	hbone   *hbone.Server
-	metrics *telemetry.TCPMetrics
-	log     *slog.Logger
+	store       *state.Store
+	certs       *identity.Manager
+	pool        *hbone.Pool
+	hbone       *hbone.Server
+	metrics     *telemetry.TCPMetrics
+	log         *slog.Logger
 
 	mu   sync.Mutex
 	pods map[string]*pod // by agent pod uid
@@ -53,10 +53,10 @@ type Options struct {
 	NodeName string
 	// TrustDomain of the mesh's identities (default "cluster.local").
 	TrustDomain string
-	Store    *state.Store
-	Certs    *identity.Manager
-	Metrics  *telemetry.TCPMetrics
-	Log      *slog.Logger
+	Store       *state.Store
+	Certs       *identity.Manager
+	Metrics     *telemetry.TCPMetrics
+	Log         *slog.Logger
 }
 
 // New returns a Proxy serving no pods yet.

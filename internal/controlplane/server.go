@@ -190,12 +190,15 @@ func (s *Server) Run(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.httpServer.Shutdown(shutdownCtx)
+	// Push streams never end on their own and proxies reconnect (to another
+	// replica, or to this one restarted) without disturbing traffic, so only
+	// certificate requests in flight get a moment to finish.
 	stopped := make(chan struct{})
 	go func() { s.grpcServer.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
-	case <-shutdownCtx.Done():
-		s.grpcServer.Stop() // proxy streams never end on their own
+	case <-time.After(time.Second):
+		s.grpcServer.Stop()
 	}
 	return err
 }

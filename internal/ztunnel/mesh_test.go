@@ -110,12 +110,13 @@ type testMesh struct {
 	authority               *ca.CA
 	proxies                 map[string]*Proxy
 	stores                  map[string]*state.Store
+	agents                  map[string]*redirect.Agent
 }
 
 func startMesh(t *testing.T) *testMesh {
 	t.Helper()
 	netnstest.RequireRoot(t)
-	m := &testMesh{dir: t.TempDir(), proxies: map[string]*Proxy{}, stores: map[string]*state.Store{}}
+	m := &testMesh{dir: t.TempDir(), proxies: map[string]*Proxy{}, stores: map[string]*state.Store{}, agents: map[string]*redirect.Agent{}}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	// Network: a bridge namespace and three pod namespaces, no link to the host.
@@ -183,7 +184,7 @@ func startMesh(t *testing.T) *testMesh {
 		go agent.ListenAndServe(ctx, socket)
 		go serveAgent(ctx, socket, proxy, log)
 		t.Cleanup(func() { cancel(); agent.Close(); proxy.Close() })
-		m.proxies[node], m.stores[node] = proxy, store
+		m.proxies[node], m.stores[node], m.agents[node] = proxy, store, agent
 		for _, p := range pods {
 			must(t, redirect.Install(p.ns, redirect.Config{}))
 			t.Cleanup(func() { redirect.Remove(p.ns, redirect.Config{}) })
@@ -386,6 +387,21 @@ func TestMesh(t *testing.T) {
 			if got := m.whoami(t, m.client, "10.96.0.10:80"); !strings.HasPrefix(got, "10.244.1.2:") {
 				t.Fatalf("with the control plane down, server saw %q", got)
 			}
+		}
+	})
+	t.Run("un-enrolling restores the pod's own networking", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		must(t, m.agents["node-a"].DelPod(ctx, "client"))
+		must(t, redirect.Remove(m.client.ns, redirect.Config{}))
+		// Without the ztunnel the server sees the client directly: plaintext,
+		// not through a tunnel — and nothing listens on 15001 any more.
+		if got := m.whoami(t, m.client, "10.244.2.2:8080"); !strings.HasPrefix(got, "10.244.1.2:") {
+			t.Fatalf("after un-enrolling, server saw %q", got)
+		}
+		if c, err := m.dial(t, m.client, "127.0.0.1:15001"); err == nil {
+			c.Close()
+			t.Fatal("the outbound listener is still open in the un-enrolled pod")
 		}
 	})
 	t.Run("metrics", func(t *testing.T) {

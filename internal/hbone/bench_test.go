@@ -405,6 +405,89 @@ func BenchmarkRelayPair(b *testing.B) {
 	}
 }
 
+// BenchmarkRelayEcho16 is the per-request case of a proxy pair: 16
+// application connections through the pair in parallel (16 TLS
+// connections for the stunnel pair, 16 streams on one connection for the
+// ztunnel pair), each op a 1 KiB request echoed by the destination
+// application.
+func BenchmarkRelayEcho16(b *testing.B) {
+	const conns, size = 16, 1 << 10
+	for _, name := range []string{"tls", "hbone"} {
+		b.Run(name, func(b *testing.B) {
+			app := tcpEcho(b)
+			var outbound net.Listener
+			if name == "tls" {
+				outbound = stunnelPair(b, app)
+			} else {
+				outbound = ztunnelPair(b, app)
+			}
+			pool := make(chan net.Conn, conns)
+			for range conns {
+				c, err := net.Dial("tcp", outbound.Addr().String())
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close()
+				c.Write(make([]byte, size))
+				if _, err := io.ReadFull(c, make([]byte, size)); err != nil {
+					b.Fatal(err)
+				}
+				pool <- c
+			}
+			var mu sync.Mutex
+			var lat []time.Duration
+			b.SetParallelism(conns / 2)
+			b.ReportAllocs()
+			b.ResetTimer()
+			m := startCPU()
+			b.RunParallel(func(pb *testing.PB) {
+				c := <-pool
+				defer func() { pool <- c }()
+				buf := make([]byte, size)
+				var mine []time.Duration
+				for pb.Next() {
+					t0 := time.Now()
+					if _, err := c.Write(buf); err != nil {
+						b.Error(err)
+						return
+					}
+					if _, err := io.ReadFull(c, buf); err != nil {
+						b.Error(err)
+						return
+					}
+					mine = append(mine, time.Since(t0))
+				}
+				mu.Lock()
+				lat = append(lat, mine...)
+				mu.Unlock()
+			})
+			m.report(b)
+			reportLatency(b, lat)
+		})
+	}
+}
+
+func tcpEcho(b *testing.B) net.Addr {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				echo(c.(*net.TCPConn))
+				c.Close()
+			}()
+		}
+	}()
+	return l.Addr()
+}
+
 func tcpSink(b *testing.B, total chan<- int64) net.Addr {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

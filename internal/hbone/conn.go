@@ -3,9 +3,11 @@ package hbone
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -50,12 +52,13 @@ const (
 	// stream's last buffer (packing small frames); larger ones are read
 	// straight from TLS into a buffer of their own.
 	smallPayload = 4 << 10
-	// maxWriteBatch bounds the bytes one Write call puts in one TLS write.
-	maxWriteBatch = 256 << 10
-	// maxQueuedControl bounds control frames queued for a peer that does not
-	// read (PING/SETTINGS floods): beyond it the connection is closed.
-	maxQueuedControl = 64 << 10
-	goAwayTimeout    = time.Second
+	// maxWriteBatch bounds the bytes one Write call puts in one TLS write
+	// (with frame headers, a 256 KiB buffer).
+	maxWriteBatch = 255 << 10
+	goAwayTimeout = time.Second
+	// maxHeaderBlockFrames bounds HEADERS + CONTINUATION frames of one
+	// header block (empty CONTINUATION floods).
+	maxHeaderBlockFrames = 64
 )
 
 type connOwner interface {
@@ -63,7 +66,8 @@ type connOwner interface {
 }
 
 type conn struct {
-	nc       net.Conn // a *tls.Conn
+	nc       net.Conn  // a *tls.Conn
+	cork     *corkConn // under nc, if any
 	isServer bool
 	cfg      connConfig
 	log      *slog.Logger
@@ -74,37 +78,41 @@ type conn struct {
 	stats    *stats
 
 	// read side, owned by the read loop
-	br          *bufio.Reader
-	rbuf        []byte
-	scratch     []byte
-	dec         *hpack.Decoder
-	hfields     []hpack.HeaderField
-	hsize       int
-	htooBig     bool
-	hblockBytes int
-	hstream     uint32 // stream of the header block in progress, 0 if none
-	hendStream  bool
-	sawSettings bool
-	established atomic.Bool // the peer's first SETTINGS arrived
-	activity    atomic.Bool // a frame arrived since the keepalive last looked
+	br           *bufio.Reader
+	rbuf         []byte
+	scratch      []byte
+	dec          *hpack.Decoder
+	hfields      []hpack.HeaderField
+	hsize        int
+	htooBig      bool
+	hblockBytes  int
+	hblockFrames int
+	hstream      uint32 // stream of the header block in progress, 0 if none
+	hendStream   bool
+	sawSettings  bool
+	established  atomic.Bool // the peer's first SETTINGS arrived
+	activity     atomic.Bool // a frame arrived since the keepalive last looked
 
-	// write side
-	wmu      sync.Mutex
-	wbuf     []byte
-	enc      *hpack.Encoder
-	encBuf   bytes.Buffer
-	werr     error
-	ctlMu    sync.Mutex
-	ctl      []byte
-	ctlBusy  bool // a flusher goroutine is running
-	ctlAny   atomic.Bool
-	peerMaxF atomic.Uint32 // SETTINGS_MAX_FRAME_SIZE of the peer
+	// write side (see writer.go)
+	wmu       sync.Mutex
+	wcond     sync.Cond // on wmu: the queue has room, or the writer is done
+	writing   bool      // a goroutine is writing to nc
+	wq        []byte    // frames queued behind the write in progress
+	wqOut     []byte    // the queue buffer being written
+	wqWaiters int
+	hbuf      []byte // header frames of the goroutine about to write
+	enc       *hpack.Encoder
+	encBuf    bytes.Buffer
+	werr      error
+	wfailed   atomic.Pointer[ConnError]
+	peerMaxF  atomic.Uint32 // SETTINGS_MAX_FRAME_SIZE of the peer
 
 	mu               sync.Mutex
 	streams          map[uint32]*Stream
 	nextStreamID     uint32 // client: the next stream to open
 	lastPeerStream   uint32 // server: highest stream the client opened
 	peerMaxStreams   uint32
+	peerMaxHint      *atomic.Uint32 // client: shared with the pool entry
 	peerInitWindow   int64
 	peerHeaderTable  int64 // pending SETTINGS_HEADER_TABLE_SIZE for the encoder, -1 if none
 	sendWindow       int64
@@ -124,7 +132,9 @@ type conn struct {
 	kaTimer          *time.Timer
 	pingOut          bool
 
-	done chan struct{}
+	done     chan struct{} // closed when teardown is complete
+	readDone chan struct{} // closed when the read loop has ended, after readErr is set
+	readErr  error
 }
 
 func newConn(nc net.Conn, isServer bool, cfg connConfig, log *slog.Logger, st *stats) *conn {
@@ -145,7 +155,9 @@ func newConn(nc net.Conn, isServer bool, cfg connConfig, log *slog.Logger, st *s
 		windowCh:        make(chan struct{}),
 		recvWindow:      int64(cfg.connWindow),
 		done:            make(chan struct{}),
+		readDone:        make(chan struct{}),
 	}
+	c.wcond.L = &c.wmu
 	c.peerMaxF.Store(minMaxFrameSize)
 	c.dec = hpack.NewDecoder(defaultTableSize, c.onHeaderField)
 	c.dec.SetMaxStringLength(int(cfg.maxHeaderBytes))
@@ -191,142 +203,6 @@ func (c *conn) start() {
 }
 
 // ---------------------------------------------------------------------------
-// writing
-
-// write sends complete frames.
-func (c *conn) write(b []byte) error {
-	c.wmu.Lock()
-	err := c.writeLocked(b)
-	c.wmu.Unlock()
-	return err
-}
-
-func (c *conn) writeLocked(b []byte) error {
-	if c.werr != nil {
-		return c.werr
-	}
-	if c.ctlAny.Load() {
-		c.flushControlLocked()
-		if c.werr != nil {
-			return c.werr
-		}
-	}
-	if _, err := c.nc.Write(b); err != nil {
-		c.failWriteLocked(err)
-		return c.werr
-	}
-	return nil
-}
-
-func (c *conn) failWriteLocked(err error) {
-	c.werr = &ConnError{Err: err}
-	go c.teardown(err)
-}
-
-// queueControl queues frames for the next writer, starting a flusher if no
-// writer is around. The read loop uses it instead of writing.
-func (c *conn) queueControl(frame []byte) {
-	c.ctlMu.Lock()
-	if len(c.ctl)+len(frame) > maxQueuedControl {
-		c.ctlMu.Unlock()
-		go c.teardown(connErr(ErrCodeEnhanceYourCalm, "peer does not read its control frames"))
-		return
-	}
-	c.ctl = append(c.ctl, frame...)
-	c.ctlAny.Store(true)
-	start := !c.ctlBusy
-	c.ctlBusy = true
-	c.ctlMu.Unlock()
-	if start {
-		go c.flushControl()
-	}
-}
-
-func (c *conn) flushControl() {
-	c.wmu.Lock()
-	c.flushControlLocked()
-	c.wmu.Unlock()
-	c.ctlMu.Lock()
-	c.ctlBusy = false
-	again := len(c.ctl) > 0
-	if again {
-		c.ctlBusy = true
-	}
-	c.ctlMu.Unlock()
-	if again {
-		go c.flushControl()
-	}
-}
-
-func (c *conn) flushControlLocked() {
-	c.ctlMu.Lock()
-	b := c.ctl
-	c.ctl = nil
-	c.ctlAny.Store(false)
-	c.ctlMu.Unlock()
-	if len(b) == 0 || c.werr != nil {
-		return
-	}
-	if _, err := c.nc.Write(b); err != nil {
-		c.failWriteLocked(err)
-	}
-}
-
-// frameSize is the largest DATA payload to put in one frame.
-func (c *conn) frameSize() int {
-	return int(min(c.peerMaxF.Load(), c.cfg.writeFrame))
-}
-
-// writeData sends p as DATA frames of stream id in one TLS write.
-func (c *conn) writeData(id uint32, p []byte) error {
-	fs := c.frameSize()
-	nframes := (len(p) + fs - 1) / fs
-	ch := getChunk(len(p) + nframes*frameHeaderLen)
-	b := ch.buf
-	for len(p) > 0 {
-		k := min(len(p), fs)
-		b = appendFrameHeader(b, k, frameData, 0, id)
-		b = append(b, p[:k]...)
-		p = p[k:]
-	}
-	err := c.write(b)
-	ch.buf = b
-	putChunk(ch)
-	return err
-}
-
-// writeHeaders encodes fields and sends them as one header block.
-func (c *conn) writeHeaders(id uint32, fields []hpack.HeaderField, endStream bool) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.writeHeadersLocked(id, fields, endStream)
-}
-
-func (c *conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, endStream bool) error {
-	if c.werr != nil {
-		return c.werr
-	}
-	c.mu.Lock()
-	if ts := c.peerHeaderTable; ts >= 0 {
-		c.peerHeaderTable = -1
-		c.mu.Unlock()
-		c.enc.SetMaxDynamicTableSizeLimit(uint32(ts))
-	} else {
-		c.mu.Unlock()
-	}
-	c.encBuf.Reset()
-	for _, f := range fields {
-		c.enc.WriteField(f)
-	}
-	b := appendHeaderBlock(c.wbuf[:0], id, c.encBuf.Bytes(), endStream, int(c.peerMaxF.Load()))
-	err := c.writeLocked(b)
-	if cap(b) <= 16<<10 {
-		c.wbuf = b[:0]
-	}
-	return err
-}
-
-// ---------------------------------------------------------------------------
 // reading
 
 func (c *conn) readLoop() {
@@ -334,7 +210,31 @@ func (c *conn) readLoop() {
 	if err == io.EOF || err == io.ErrUnexpectedEOF {
 		err = errPeerClosed // a bare io.EOF would read as a clean half-close
 	}
+	var ne net.Error
+	if wf := c.wfailed.Load(); wf != nil && errors.As(err, &ne) && ne.Timeout() {
+		err = wf.Err // the deadline failWriteLocked set: the write error is the cause
+	}
+	c.readErr = err
+	close(c.readDone)
 	c.teardown(err)
+}
+
+// earlyFailure explains the failure of a client connection that ended
+// before the server's SETTINGS arrived. With TLS 1.3 the client finishes
+// its handshake before the server has checked the client certificate, so
+// a refusal shows up only as an alert to the read loop; a write may fail
+// first, with a less telling "broken pipe". The read loop's error is
+// preferred, waiting for it briefly.
+func (c *conn) earlyFailure(ctx context.Context, err error) error {
+	select {
+	case <-c.readDone:
+		if c.readErr != nil {
+			return fmt.Errorf("hbone: connection to %s failed before the server accepted it: %w", c.nc.RemoteAddr(), c.readErr)
+		}
+	case <-ctx.Done():
+	case <-time.After(goAwayTimeout):
+	}
+	return err
 }
 
 func (c *conn) readFrames() error {
@@ -360,7 +260,12 @@ func (c *conn) readFrames() error {
 		switch h.typ {
 		case frameData:
 			err = c.onData(h)
-		case frameHeaders, frameContinuation:
+		case frameHeaders:
+			err = c.onHeaders(h)
+		case frameContinuation:
+			if c.hstream == 0 {
+				return connErr(ErrCodeProtocol, "CONTINUATION without HEADERS")
+			}
 			err = c.onHeaders(h)
 		case framePriority:
 			if h.streamID == 0 {
@@ -535,11 +440,12 @@ func (c *conn) onHeaders(h frameHeader) error {
 		c.hstream = h.streamID
 		c.hendStream = h.flags&flagEndStream != 0
 		c.hfields = c.hfields[:0]
-		c.hsize, c.htooBig, c.hblockBytes = 0, false, 0
+		c.hsize, c.htooBig, c.hblockBytes, c.hblockFrames = 0, false, 0, 0
 	}
 	c.hblockBytes += len(p)
-	if c.hblockBytes > 4*int(c.cfg.maxHeaderBytes)+(4<<10) {
-		return connErr(ErrCodeEnhanceYourCalm, "header block of stream %d exceeds %d bytes", h.streamID, c.hblockBytes)
+	c.hblockFrames++
+	if c.hblockBytes > 4*int(c.cfg.maxHeaderBytes)+(4<<10) || c.hblockFrames > maxHeaderBlockFrames {
+		return connErr(ErrCodeEnhanceYourCalm, "header block of stream %d: %d bytes in %d frames", h.streamID, c.hblockBytes, c.hblockFrames)
 	}
 	if _, err := c.dec.Write(p); err != nil {
 		return connErr(ErrCodeCompression, "%v", err)
@@ -628,6 +534,9 @@ func (c *conn) onSettings(h frameHeader) error {
 			}
 		case settingMaxConcurrentStreams:
 			c.peerMaxStreams = val
+			if c.peerMaxHint != nil {
+				c.peerMaxHint.Store(val)
+			}
 		case settingInitialWindowSize:
 			if val > maxWindow {
 				c.mu.Unlock()
@@ -658,7 +567,7 @@ func (c *conn) onSettings(h frameHeader) error {
 	c.sawSettings = true
 	c.mu.Unlock()
 	c.established.Store(true)
-	if first && c.isServer {
+	if first && c.isServer && c.wfailed.Load() == nil {
 		c.nc.SetReadDeadline(time.Time{}) // the preface is complete
 	}
 	var b [frameHeaderLen]byte
@@ -919,15 +828,15 @@ func (c *conn) drain() {
 		return
 	}
 	c.closing = true
-	idle := c.active == 0
+	if c.active == 0 {
+		c.mu.Unlock()
+		c.teardown(errLocalClose) // says GOAWAY itself
+		return
+	}
 	send := !c.goAwaySent
 	c.goAwaySent = true
 	last := c.lastPeerStream
 	c.mu.Unlock()
-	if idle {
-		c.teardown(errLocalClose)
-		return
-	}
 	if send {
 		var b [frameHeaderLen + 8]byte
 		c.write(appendGoAway(b[:0], last, ErrCodeNo))
@@ -957,7 +866,7 @@ func (c *conn) teardown(err error) {
 	if c.kaTimer != nil {
 		c.kaTimer.Stop()
 	}
-	sendGoAway := !c.goAwaySent || c.lastPeerStream > 0
+	goAwaySent := c.goAwaySent
 	c.goAwaySent = true
 	last := c.lastPeerStream
 	c.mu.Unlock()
@@ -973,10 +882,13 @@ func (c *conn) teardown(err error) {
 	case errors.Is(err, errKeepAlive):
 		c.log.Info("hbone: peer stopped answering", "remote", c.nc.RemoteAddr().String())
 	}
-	if announce && sendGoAway {
+	// A draining connection has said GOAWAY(NO_ERROR) already; an error is
+	// worth a second one.
+	if announce && (!goAwaySent || code != ErrCodeNo) {
 		c.nc.SetWriteDeadline(time.Now().Add(goAwayTimeout))
 		var b [frameHeaderLen + 8]byte
 		c.write(appendGoAway(b[:0], last, code))
+		c.waitWritten()
 	}
 	c.nc.Close()
 	cerr := &ConnError{Err: err}
@@ -990,6 +902,12 @@ func (c *conn) teardown(err error) {
 	if c.owner != nil {
 		c.owner.connClosed(c)
 	}
+}
+
+func (c *conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 // close closes the connection at once.

@@ -29,13 +29,25 @@
 //     header formats.
 //
 // The HTTP/2 layer is this package's own, a CONNECT-only endpoint built on
-// golang.org/x/net/http2/hpack rather than net/http: writers frame data
-// straight into TLS records without a hand-off to a writer goroutine,
-// received DATA is read from TLS into pooled buffers and handed to the
-// reader (or, with WriteTo, to writev) without further copies, and windows
-// and frames are large (see Tuning). On a loopback pair this makes a tunnel's
-// throughput and CPU per byte close to those of plain TLS; see
-// bench_test.go.
+// golang.org/x/net/http2/hpack rather than net/http, because the tunnel's
+// cost is the product (see bench_test.go for the measurements):
+//
+//   - No writer goroutine: the goroutine with frames to send writes them to
+//     TLS itself; goroutines arriving meanwhile queue theirs behind it, and
+//     the writer sends the queue next ("group commit"), so concurrent
+//     streams share TLS records and write(2) calls.
+//   - A batch of several TLS records goes to the socket in one write(2)
+//     (corkConn) instead of one per 16 KiB record.
+//   - Received DATA is read from TLS into pooled buffers, handed to Read, or
+//     by WriteTo straight to the destination socket (writev); ReadFrom reads
+//     the source into a buffer with room for the frame header, so neither
+//     direction of Splice copies payload outside TLS.
+//   - Large windows (4 MiB per stream, 16 MiB per connection) and frames
+//     (256 KiB), full-size TLS records from the first byte.
+//
+// The read loop never blocks on writing (it queues acknowledgements), so
+// two ends writing hard at each other cannot deadlock; every queue is
+// bounded.
 //
 // The package must stay light for the node proxy: the standard library,
 // x/net's hpack, internal/spiffe and internal/identity only — no Kubernetes,

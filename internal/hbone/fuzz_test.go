@@ -1,9 +1,18 @@
 package hbone
 
 import (
+	"bytes"
+	"io"
+	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/ambit-mesh/ambit/internal/spiffe"
 )
 
 func FuzzParseForwarded(f *testing.F) {
@@ -98,5 +107,51 @@ func FuzzParseAuthority(f *testing.F) {
 			t.Fatalf("%q: IPv6 without brackets accepted", s)
 		}
 		_ = netip.AddrPort{}
+	})
+}
+
+// FuzzServerFrames feeds a server connection arbitrary frames after a valid
+// SETTINGS frame: it must neither panic nor hang, whatever arrives.
+func FuzzServerFrames(f *testing.F) {
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, kv := range [][2]string{{":method", "CONNECT"}, {":authority", "10.0.0.1:80"}, {"baggage", "a=b"}} {
+		enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+	}
+	req := appendHeaderBlock(nil, 1, hb.Bytes(), false, 16384)
+	data := appendFrameHeader(nil, 5, frameData, 0, 1)
+	data = append(data, "hello"...)
+	end := appendFrameHeader(nil, 0, frameData, flagEndStream, 1)
+	f.Add(slices.Concat(req, data, end))
+	f.Add(slices.Concat(req, appendRSTStream(nil, 1, ErrCodeCancel)))
+	f.Add(slices.Concat(appendPing(nil, false, [8]byte{}), appendWindowUpdate(nil, 0, 1000), req, appendWindowUpdate(nil, 1, 1<<30)))
+	f.Add(slices.Concat(appendSettings(nil, []setting{{settingInitialWindowSize, 1}, {settingMaxFrameSize, 1 << 20}}), req, data))
+	f.Add(appendHeaderBlock(nil, 3, hb.Bytes(), true, 3)) // CONTINUATIONs
+	f.Add([]byte{0, 0, 1, 9, 0, 0, 0, 0, 1, 0xff})
+
+	srv, err := NewServer(ServerOptions{
+		Certificates: newTestCerts(f, newTestCA(f)),
+		Identity:     func(net.Addr, string) (spiffe.ID, error) { return serverID, nil },
+		Handler:      echoHandler,
+		Tuning:       Tuning{MaxHeaderBytes: 1 << 10, IdleTimeout: -1},
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, frames []byte) {
+		a, b := net.Pipe()
+		c := newConn(a, true, srv.cfg, srv.log, &srv.stats)
+		c.srv = srv
+		go io.Copy(io.Discard, b)
+		c.start()
+		b.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		b.Write(appendSettings(nil, nil))
+		b.Write(frames)
+		b.Close()
+		select {
+		case <-c.done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("connection did not end")
+		}
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2/hpack"
@@ -156,6 +157,11 @@ type Pool struct {
 type poolEntry struct {
 	conns []*conn
 	dials []*dialCall
+	// peerMax is the server's last SETTINGS_MAX_CONCURRENT_STREAMS (0 until
+	// known): new connections assume it rather than wait for their own
+	// SETTINGS, so that a server with a low limit is not sent streams it
+	// would refuse.
+	peerMax atomic.Uint32
 }
 
 // dialCall is a dial in progress that Connect calls wait on.
@@ -231,9 +237,15 @@ func (p *Pool) Connect(ctx context.Context, t Target) (*Stream, *Response, error
 		var s *Stream
 		s, err = c.openStream(&t)
 		// A connection that failed before the server's SETTINGS arrived was
-		// most likely refused in the handshake (TLS 1.3 clients learn that
-		// only afterwards): report it rather than dial again.
-		again := func() bool { return retryable(err) && ctx.Err() == nil && c.established.Load() }
+		// most likely refused in the handshake: report why rather than dial
+		// again.
+		again := func() bool {
+			if !c.established.Load() {
+				err = c.earlyFailure(ctx, err)
+				return false
+			}
+			return retryable(err) && ctx.Err() == nil
+		}
 		if err != nil {
 			if again() {
 				continue
@@ -292,9 +304,13 @@ func (p *Pool) getConn(ctx context.Context, key PoolKey, t *Target) (*conn, erro
 				return c, nil
 			}
 		}
+		joinLimit := p.cfg.maxStreams
+		if v := e.peerMax.Load(); v > 0 {
+			joinLimit = min(joinLimit, v)
+		}
 		var d *dialCall
 		for _, dc := range e.dials {
-			if dc.waiters < int(p.cfg.maxStreams) {
+			if dc.waiters < int(joinLimit) {
 				d = dc
 				break
 			}
@@ -302,7 +318,7 @@ func (p *Pool) getConn(ctx context.Context, key PoolKey, t *Target) (*conn, erro
 		if d == nil {
 			d = &dialCall{done: make(chan struct{})}
 			e.dials = append(e.dials, d)
-			go p.dialConn(key, *t, d)
+			go p.dialConn(key, *t, d, &e.peerMax)
 		}
 		d.waiters++
 		p.mu.Unlock()
@@ -315,6 +331,10 @@ func (p *Pool) getConn(ctx context.Context, key PoolKey, t *Target) (*conn, erro
 			if d.c.tryReserve() {
 				return d.c, nil
 			}
+			if d.c.isClosed() && !d.c.established.Load() {
+				// Closed before the server's SETTINGS: refused, most likely.
+				return nil, d.c.earlyFailure(ctx, &ConnError{Err: errors.New("closed before the server accepted it")})
+			}
 			// Filled up (or failed) already: look again.
 		case <-ctx.Done():
 			p.mu.Lock()
@@ -325,10 +345,16 @@ func (p *Pool) getConn(ctx context.Context, key PoolKey, t *Target) (*conn, erro
 	}
 }
 
-func (p *Pool) dialConn(key PoolKey, t Target, d *dialCall) {
+func (p *Pool) dialConn(key PoolKey, t Target, d *dialCall, peerMax *atomic.Uint32) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.dialTimeout)
 	c, err := p.handshake(ctx, &t)
 	cancel()
+	if err == nil {
+		c.peerMaxHint = peerMax
+		if v := peerMax.Load(); v > 0 {
+			c.peerMaxStreams = v
+		}
+	}
 	if err != nil {
 		p.stats.handshakeFailures.Add(1)
 		err = fmt.Errorf("hbone: connecting to %s for %s: %w", t.Addr, t.Source, err)
@@ -375,7 +401,8 @@ func (p *Pool) handshake(ctx context.Context, t *Target) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := tls.Client(raw, clientTLSConfig(cert, p.certs, t.Destination, t.ServerName))
+	cork := &corkConn{Conn: raw}
+	tc := tls.Client(cork, clientTLSConfig(cert, p.certs, t.Destination, t.ServerName))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, err
@@ -391,7 +418,7 @@ func (p *Pool) handshake(ctx context.Context, t *Target) (*conn, error) {
 		return nil, err
 	}
 	c := newConn(tc, false, p.cfg, p.log, &p.stats)
-	c.owner, c.peer = p, peer
+	c.owner, c.peer, c.cork = p, peer, cork
 	if dl, ok := ctx.Deadline(); ok {
 		tc.SetWriteDeadline(dl)
 	}
@@ -418,6 +445,27 @@ func (p *Pool) connClosed(c *conn) {
 		if len(e.conns) == 0 && len(e.dials) == 0 {
 			delete(p.entries, key)
 		}
+	}
+}
+
+// Drain stops new tunnels on the connections whose key matches (a pod left
+// the node, a certificate or the roots were replaced): they are closed as
+// soon as their open tunnels end. Later Connects for those keys dial anew.
+func (p *Pool) Drain(match func(PoolKey) bool) {
+	p.mu.Lock()
+	var conns []*conn
+	for key, e := range p.entries {
+		if match(key) {
+			conns = append(conns, e.conns...)
+			e.conns = nil
+			if len(e.dials) == 0 {
+				delete(p.entries, key)
+			}
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.drain()
 	}
 }
 
@@ -457,6 +505,10 @@ func (c *conn) openStream(t *Target) (*Stream, error) {
 // openStreamFields sends a request with exactly these header fields.
 func (c *conn) openStreamFields(fields []hpack.HeaderField) (*Stream, error) {
 	c.wmu.Lock()
+	// Wait for queue room first: from taking the stream ID until its
+	// HEADERS are queued wmu must not be released, or a later stream's
+	// HEADERS could overtake (stream IDs must reach the peer in order).
+	c.waitRoomLocked()
 	c.mu.Lock()
 	c.reserved--
 	if c.closed || c.closing || c.nextStreamID > maxStreamID {

@@ -173,7 +173,8 @@ func (srv *Server) serveConn(nc net.Conn) {
 
 	deadline := time.Now().Add(srv.handshakeTimeout)
 	nc.SetDeadline(deadline)
-	tc := tls.Server(nc, srv.tlsConfig)
+	cork := &corkConn{Conn: nc}
+	tc := tls.Server(cork, srv.tlsConfig)
 	ctx, cancel := context.WithDeadline(srv.baseCtx, deadline)
 	err := tc.HandshakeContext(ctx)
 	cancel()
@@ -192,7 +193,7 @@ func (srv *Server) serveConn(nc net.Conn) {
 	}
 
 	c := newConn(tc, true, srv.cfg, srv.log, &srv.stats)
-	c.srv, c.owner, c.peer = srv, srv, peer
+	c.srv, c.owner, c.peer, c.cork = srv, srv, peer, cork
 	srv.mu.Lock()
 	delete(srv.handshaking, nc)
 	if srv.shutdown {
@@ -215,8 +216,8 @@ func (srv *Server) serveConn(nc net.Conn) {
 		}
 	}
 	if err != nil {
-		srv.stats.handshakeFailures.Add(1)
 		srv.log.Info("hbone: refused connection: HTTP/2 preface failed", "remote", nc.RemoteAddr().String(), "peer", peer.String(), "error", err)
+		srv.stats.handshakeFailures.Add(1)
 		c.nc.Close()
 		srv.connClosed(c)
 		return
@@ -227,8 +228,8 @@ func (srv *Server) serveConn(nc net.Conn) {
 }
 
 func (srv *Server) refuse(nc net.Conn, what string, err error) {
-	srv.stats.handshakeFailures.Add(1)
 	srv.log.Info("hbone: refused connection: "+what, "remote", nc.RemoteAddr().String(), "local", nc.LocalAddr().String(), "error", err)
+	srv.stats.handshakeFailures.Add(1)
 	nc.Close()
 	srv.mu.Lock()
 	delete(srv.handshaking, nc)
@@ -299,10 +300,12 @@ func (srv *Server) Close() error {
 	srv.mu.Lock()
 	conns := srv.stopLocked()
 	srv.mu.Unlock()
-	srv.cancelBase()
+	// Connections first: handlers woken by the cancellation must find
+	// their streams cut, not end them gracefully.
 	for _, c := range conns {
 		c.close()
 	}
+	srv.cancelBase()
 	srv.checkDrained()
 	return nil
 }
@@ -377,6 +380,7 @@ func (c *conn) writeResponse(s *Stream, status int, header http.Header, end bool
 	fields = appendHeaderFields(fields, header)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.waitRoomLocked() // so that the check below still holds when the headers are queued
 	c.mu.Lock()
 	if err := s.writeErrLocked(); err != nil {
 		c.mu.Unlock()

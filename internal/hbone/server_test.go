@@ -203,6 +203,13 @@ func TestServerLimitRefusesAndPoolRetries(t *testing.T) {
 	if n := e.srv.Stats().ConnectionsOpened; n < 4 {
 		t.Errorf("%d connections for 10 streams at 3 per connection", n)
 	}
+	// Now the pool knows the limit: new connections respect it from the
+	// start, nothing is refused.
+	refused := e.srv.Stats().StreamsRefused
+	connectN(t, e.pool, e.target(), 7)
+	if st := e.srv.Stats(); st.StreamsRefused != refused {
+		t.Errorf("%d more streams refused with the limit known", st.StreamsRefused-refused)
+	}
 }
 
 func TestPoolIdleTimeout(t *testing.T) {
@@ -255,6 +262,31 @@ func TestServerIdleTimeout(t *testing.T) {
 	eventually(t, "the server to close the idle connection", func() bool { return e.pool.Conns(key) == 0 })
 	s = e.connect(testCtx(t))
 	s.Close()
+}
+
+func TestPoolDrain(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	old := e.connect(testCtx(t))
+	key := e.target().Key()
+	e.pool.Drain(func(k PoolKey) bool { return k.Source == clientID })
+	if n := e.pool.Conns(key); n != 0 {
+		t.Fatalf("%d connections after Drain", n)
+	}
+	// The open tunnel still works; a new one dials a new connection.
+	old.Write([]byte("x"))
+	if _, err := io.ReadFull(old, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	s := e.connect(testCtx(t))
+	s.Close()
+	if n := e.srv.Stats().ConnectionsOpened; n != 2 {
+		t.Errorf("%d connections opened, want 2", n)
+	}
+	// The drained connection closes once its last tunnel ends.
+	old.CloseWrite()
+	io.ReadAll(old)
+	old.Close()
+	eventually(t, "the drained connection to close", func() bool { return e.srv.Stats().ConnectionsClosed == 1 })
 }
 
 func TestWrongServerIdentity(t *testing.T) {
@@ -368,43 +400,51 @@ func TestClientWithoutALPN(t *testing.T) {
 }
 
 func TestGarbageAndSlowClients(t *testing.T) {
-	e := newEnv(t, envOptions{server: ServerOptions{HandshakeTimeout: 100 * time.Millisecond}})
-	expectClosed := func(what string, nc net.Conn) {
-		t.Helper()
-		nc.SetReadDeadline(time.Now().Add(timeout))
-		if _, err := io.Copy(io.Discard, nc); err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				t.Fatalf("%s: the server did not close the connection", what)
-			}
-		}
-		nc.Close()
-	}
+	e := newEnv(t, envOptions{server: ServerOptions{HandshakeTimeout: time.Second}})
 	dial := func() net.Conn {
 		nc, err := net.Dial("tcp", e.addr.String())
 		if err != nil {
-			t.Fatal(err)
+			t.Error(err)
 		}
 		return nc
 	}
-	// Garbage instead of a TLS ClientHello.
-	nc := dial()
-	nc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-	expectClosed("garbage", nc)
-	// Silence: cut off after the handshake timeout.
-	expectClosed("silent client", dial())
-	// Slowloris: a TLS record header, then nothing.
-	nc = dial()
-	nc.Write([]byte{0x16, 0x03, 0x01, 0x02})
-	expectClosed("slowloris", nc)
-	// A complete mTLS handshake, then no HTTP/2 preface.
 	cert, _ := e.certs.Certificate(context.Background(), clientID)
-	tc := tls.Client(dial(), &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{*cert}, NextProtos: []string{"h2"}})
-	if err := tc.Handshake(); err != nil {
-		t.Fatal(err)
+	clients := map[string]func() (net.Conn, error){
+		"garbage instead of a ClientHello": func() (net.Conn, error) {
+			nc := dial()
+			_, err := nc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+			return nc, err
+		},
+		"silent client": func() (net.Conn, error) { return dial(), nil },
+		"slowloris (a record header, then nothing)": func() (net.Conn, error) {
+			nc := dial()
+			_, err := nc.Write([]byte{0x16, 0x03, 0x01, 0x02})
+			return nc, err
+		},
+		"mTLS, then no HTTP/2 preface": func() (net.Conn, error) {
+			tc := tls.Client(dial(), &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{*cert}, NextProtos: []string{"h2"}})
+			return tc, tc.Handshake()
+		},
 	}
-	expectClosed("no preface", tc)
-
+	var wg sync.WaitGroup
+	for name, open := range clients {
+		wg.Go(func() {
+			nc, err := open()
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+				return
+			}
+			defer nc.Close()
+			// The server must close the connection (well before this).
+			nc.SetReadDeadline(time.Now().Add(timeout))
+			_, err = io.Copy(io.Discard, nc)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Errorf("%s: the server did not close the connection", name)
+			}
+		})
+	}
+	wg.Wait()
 	eventually(t, "four refusals", func() bool { return e.srv.Stats().HandshakeFailures == 4 })
 	if logs := e.logs.String(); strings.Count(logs, "refused connection") != 4 {
 		t.Errorf("refusals not logged:\n%s", logs)
@@ -540,7 +580,7 @@ func newFreezer(t *testing.T, to netip.AddrPort) *freezer {
 
 func TestKeepAliveDetectsHungPeer(t *testing.T) {
 	e := newEnv(t, envOptions{
-		pool: PoolOptions{Tuning: Tuning{KeepAlive: 30 * time.Millisecond, KeepAliveTimeout: 30 * time.Millisecond, IdleTimeout: -1}},
+		pool: PoolOptions{Tuning: Tuning{KeepAlive: 30 * time.Millisecond, KeepAliveTimeout: time.Second, IdleTimeout: -1}},
 	})
 	f := newFreezer(t, e.addr)
 	tgt := e.target()

@@ -193,8 +193,7 @@ func TestInteropStdServer(t *testing.T) {
 	if n := p.Stats().ConnectionsOpened; n != 1 {
 		t.Errorf("%d connections", n)
 	}
-	// The std server has no CONNECT-specific checks; a GET-only handler
-	// answers 405, which Connect reports.
+	// A refusal from the std server reaches the caller as a StatusError.
 	addr2 := newStdServer(t, certs, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusForbidden) })
 	tgt.Addr = addr2
 	var se *StatusError

@@ -398,10 +398,11 @@ func (s *Stream) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// Buffer sizes of ReadFrom: it starts small, so that idle tunnels hold
-// little memory, and grows while reads fill the buffer.
+// Buffer sizes of ReadFrom (frame header included): it starts small, so
+// that idle tunnels hold little memory, and grows while reads fill the
+// buffer.
 const (
-	readFromMin = 16 << 10
+	readFromMin = 4 << 10
 	readFromMax = 256 << 10
 )
 
@@ -412,7 +413,7 @@ const (
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 	var total int64
 	size := readFromMin
-	ch := getChunk(size + frameHeaderLen)
+	ch := getChunk(size)
 	defer func() { putChunk(ch) }()
 	for {
 		buf := ch.buf[:cap(ch.buf)]
@@ -449,7 +450,7 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 			continue
 		}
 		putChunk(ch)
-		ch = getChunk(size + frameHeaderLen)
+		ch = getChunk(size)
 	}
 }
 

@@ -30,7 +30,7 @@ certificate authority.`,
 			controlplaneCommand(),
 			analyzeCommand(),
 			appCommand(),
-			upCommand(),
+			upCommand(), downCommand(), execCommand(), getCommand(), logsCommand(), internalCommand(),
 			versionCommand(),
 		},
 	}

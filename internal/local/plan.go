@@ -1,6 +1,66 @@
 // Package local is the embedded local cluster behind `ambit up`: it plans a
 // cluster from manifests (nodes, zones, addresses, which pod runs where) and
 // runs it in network namespaces on one Linux machine. Used by cmd/ambit only.
+//
+// # Lifecycle
+//
+// [Prepare] loads and validates the manifests and makes the [Plan] without
+// touching the system (bad manifests, a container without a command, a bad
+// cluster name fail here). [Start] creates the cluster and returns once it is
+// ready; [Cluster.Close] tears it down. The process that called Start is the
+// cluster's supervisor: it runs the control plane, the node agents and the
+// supervision of every process, so `ambit up --detach` runs it in a
+// background process (`ambit internal serve`). [Down] removes a cluster
+// from any process, including the leftovers of a crashed supervisor.
+//
+// # Topology (cluster NAME, no link to the host's network namespace)
+//
+//   - ambit-NAME-net: bridge br0 holding the control plane's address, the
+//     last usable address of the pod range (10.244.255.254/16 by default).
+//     The control plane runs in the supervisor process with its listeners
+//     created inside this namespace: gRPC (push, CA) on :15012, HTTP
+//     (/metrics, /debug/*) on :15014.
+//   - ambit-NAME-node-NODE: one per node, attached to br0 at the node's
+//     gateway (.1 of its /24, e.g. 10.244.1.1/16). The node's ztunnel (the
+//     ztunnel binary) runs there: metrics :15020, readiness :15021, admin
+//     127.0.0.1:15000. Its sockets in pods come from the pods' namespaces
+//     the node agent passes it.
+//   - ambit-NAME-pod-NS-POD: one per pod, attached to br0 at the pod's IP
+//     with the /16 of the pod range (a flat L2 across nodes) and a default
+//     route via its node's gateway. Pods in ambient mode (pod or namespace
+//     label istio.io/dataplane-mode=ambient) get the redirection rules
+//     (internal/redirect) and are enrolled with their node's agent.
+//
+// The node agent of each node is a redirect.Agent in the supervisor,
+// listening on NODE's socket in the state directory.
+//
+// # Processes
+//
+// Every container's command and args run inside the pod's network namespace
+// through `ambit internal pod-exec --hosts FILE -- CMD...` ([PodExec]), which
+// unshares a mount namespace and bind-mounts the pod's generated hosts file
+// over /etc/hosts: Services resolve as svc (same namespace), svc.ns,
+// svc.ns.svc and svc.ns.svc.cluster.local. The environment is the
+// container's env plus POD_NAME, POD_NAMESPACE, POD_IP, NODE_NAME and the
+// Service variables (see [Plan]), PATH starting with the state directory's
+// bin/ (links to ambit and ztunnel). A process that exits is restarted with
+// exponential backoff (250 ms doubling to 10 s, reset after 10 s of run);
+// stopping sends SIGTERM to its process group, SIGKILL after 2 s.
+//
+// # State directory: /run/ambit/NAME
+//
+//	state.json            [State]: nodes, pods (IPs, pids, restarts), services
+//	logs/NS_POD.log       output of the pod's containers (and restart notes)
+//	logs/ztunnel-NODE.log, logs/controlplane.log
+//	nodes/NODE/           agent.sock, token (the node's control-plane credential)
+//	pods/NS_POD.hosts     the pod's /etc/hosts
+//	ca/, root-cert.pem    the cluster's CA, created per run
+//	bin/                  ambit and ztunnel, first in the pods' PATH
+//
+// [Down] stops the supervisor (SIGTERM; it tears down), kills the pids the
+// state lists and every process whose network namespace is one of the
+// cluster's (found under /run/netns by name), deletes those namespaces and
+// the state directory. It is idempotent.
 package local
 
 import (
@@ -46,7 +106,9 @@ func (n *Node) Gateway() netip.Addr { return n.PodCIDR.Addr().Next() }
 // Plan is a cluster ready to create: every object the control plane will
 // see, with addresses and placement decided.
 type Plan struct {
-	Nodes       []*Node
+	Nodes []*Node
+	// PodCIDR holds every node's /24 (the pods' flat L2 network).
+	PodCIDR     netip.Prefix
 	ServiceCIDR netip.Prefix
 	// Services with their clusterIP assigned.
 	Services []*corev1.Service
@@ -72,6 +134,7 @@ func NewPlan(snap *model.Snapshot) (*Plan, error) {
 	if spec.PodCIDR != "" {
 		podCIDR = netip.MustParsePrefix(spec.PodCIDR) // validated by the parser
 	}
+	p.PodCIDR = podCIDR.Masked()
 	if spec.ServiceCIDR != "" {
 		p.ServiceCIDR = netip.MustParsePrefix(spec.ServiceCIDR)
 	}

@@ -1,0 +1,651 @@
+//go:build linux
+
+package local
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/ambit-mesh/ambit/internal/ca"
+	"github.com/ambit-mesh/ambit/internal/controlplane"
+	"github.com/ambit-mesh/ambit/internal/model"
+	"github.com/ambit-mesh/ambit/internal/netns"
+	"github.com/ambit-mesh/ambit/internal/redirect"
+)
+
+const (
+	bridgeName   = "br0"
+	trustDomain  = "cluster.local"
+	cpGRPCPort   = 15012
+	cpHTTPPort   = 15014
+	metricsPort  = 15020
+	readyPort    = 15021
+	startTimeout = 20 * time.Second
+)
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	name  string
+	dir   string
+	prep  *Prepared
+	opts  Options
+	log   *slog.Logger
+	cpLog *os.File
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	netNS   *netns.NS
+	nodeNS  map[string]*netns.NS
+	podNS   map[string]*netns.NS // ns/name
+	agents  map[string]*redirect.Agent
+	cpDone  chan struct{}
+	cpAddr  netip.Addr
+	zprocs  map[string]*proc
+	pprocs  map[string][]*proc // pod key → container processes
+	stateMu sync.Mutex
+	state   State
+	closed  sync.Once
+}
+
+func podKey(p *corev1.Pod) string { return p.Namespace + "/" + p.Name }
+
+// Start creates the cluster: namespaces, control plane, node agents and
+// ztunnels, enrolment, workloads. On failure everything created is removed.
+func Start(ctx context.Context, prep *Prepared, opts Options) (c *Cluster, err error) {
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		return nil, errors.New("ambit up needs root on Linux: it creates network namespaces; run it with sudo")
+	}
+	if opts.AmbitBin == "" || opts.ZtunnelBin == "" {
+		a, z, err := Binaries()
+		if err != nil {
+			return nil, err
+		}
+		if opts.AmbitBin == "" {
+			opts.AmbitBin = a
+		}
+		if opts.ZtunnelBin == "" {
+			opts.ZtunnelBin = z
+		}
+	}
+	if opts.Progress == nil {
+		opts.Progress = func(string, ...any) {}
+	}
+	if opts.Supervisor == 0 {
+		opts.Supervisor = os.Getpid()
+	}
+	name := prep.Name
+	if st, err := LoadState(name); err == nil && pidAlive(st.Supervisor) && st.Supervisor != opts.Supervisor {
+		return nil, fmt.Errorf("cluster %q is already running (pid %d); stop it with 'ambit down --name %s' or pick another --name", name, st.Supervisor, name)
+	}
+	// Leftovers of a crashed run.
+	if found, err := Down(name, nil); err != nil {
+		return nil, fmt.Errorf("removing leftovers of an earlier cluster %q: %w", name, err)
+	} else if found {
+		opts.Progress("removed leftovers of an earlier cluster %q", name)
+	}
+	c = &Cluster{name: name, dir: StateDir(name), prep: prep, opts: opts,
+		nodeNS: map[string]*netns.NS{}, podNS: map[string]*netns.NS{}, agents: map[string]*redirect.Agent{},
+		zprocs: map[string]*proc{}, pprocs: map[string][]*proc{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			c.Close()
+			c = nil
+		}
+	}()
+	for _, d := range []string{"logs", "nodes", "pods", "bin", "ca"} {
+		if err := os.MkdirAll(filepath.Join(c.dir, d), 0o755); err != nil {
+			return c, err
+		}
+	}
+	os.Symlink(opts.AmbitBin, filepath.Join(c.dir, "bin", "ambit"))
+	os.Symlink(opts.ZtunnelBin, filepath.Join(c.dir, "bin", "ztunnel"))
+	c.cpLog, err = os.OpenFile(filepath.Join(c.dir, "logs", "controlplane.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return c, err
+	}
+	c.log = slog.New(slog.NewTextHandler(c.cpLog, nil))
+	c.initState()
+	if err := c.saveState(); err != nil {
+		return c, err
+	}
+	steps := []struct {
+		what string
+		f    func() error
+	}{
+		{fmt.Sprintf("network: bridge, %d nodes, %d pods", len(prep.Plan.Nodes), len(prep.Plan.Pods)), c.createNetwork},
+		{"control plane at " + c.state.ControlPlane, c.startControlPlane},
+		{"ztunnels on " + strconv.Itoa(len(prep.Plan.Nodes)) + " nodes", c.startZtunnels},
+		{"enrolling pods in the mesh", c.enrolPods},
+		{"workloads", c.startWorkloads},
+	}
+	for _, s := range steps {
+		t := time.Now()
+		if err := s.f(); err != nil {
+			return c, err
+		}
+		if ctx.Err() != nil {
+			return c, ctx.Err()
+		}
+		opts.Progress("  %-52s %5dms", s.what, time.Since(t).Milliseconds())
+	}
+	c.stateMu.Lock()
+	c.state.Ready = true
+	c.stateMu.Unlock()
+	return c, c.saveState()
+}
+
+func (c *Cluster) initState() {
+	p := c.prep.Plan
+	c.cpAddr = broadcast(p.PodCIDR).Prev()
+	st := State{Name: c.name, Supervisor: c.opts.Supervisor, StartedAt: time.Now().UTC(),
+		ControlPlane:     netip.AddrPortFrom(c.cpAddr, cpGRPCPort).String(),
+		ControlPlaneHTTP: netip.AddrPortFrom(c.cpAddr, cpHTTPPort).String(),
+		NetNS:            netNSName(c.name)}
+	for _, n := range p.Nodes {
+		st.Nodes = append(st.Nodes, NodeState{Name: n.Name, Zone: n.Zone, Region: n.Region, NetNS: nodeNSName(c.name, n.Name),
+			IP: n.Gateway().String(), PodCIDR: n.PodCIDR.String(),
+			Metrics: fmt.Sprintf("http://%s/metrics", netip.AddrPortFrom(n.Gateway(), metricsPort)),
+			Log:     filepath.Join(c.dir, "logs", "ztunnel-"+n.Name+".log")})
+	}
+	for _, pod := range p.Pods {
+		ps := PodState{Namespace: pod.Namespace, Name: pod.Name, Deployment: pod.Labels[labelOwner], Node: pod.Spec.NodeName,
+			IP: pod.Status.PodIP, NetNS: podNSName(c.name, pod.Namespace, pod.Name),
+			HostsFile: filepath.Join(c.dir, "pods", pod.Namespace+"_"+pod.Name+".hosts"),
+			Enrolled:  c.inAmbient(pod),
+			Log:       filepath.Join(c.dir, "logs", pod.Namespace+"_"+pod.Name+".log")}
+		if len(pod.Spec.Containers) > 0 {
+			ps.Env = c.containerEnv(pod, &pod.Spec.Containers[0])
+		}
+		for _, ct := range pod.Spec.Containers {
+			ps.Containers = append(ps.Containers, ContainerState{Name: ct.Name})
+		}
+		st.Pods = append(st.Pods, ps)
+	}
+	for _, s := range p.Services {
+		ss := ServiceState{Namespace: s.Namespace, Name: s.Name, ClusterIP: s.Spec.ClusterIP}
+		for _, port := range s.Spec.Ports {
+			ss.Ports = append(ss.Ports, fmt.Sprintf("%d/%s", port.Port, orDefault(string(port.Protocol), "TCP")))
+		}
+		st.Services = append(st.Services, ss)
+	}
+	c.state = st
+}
+
+// broadcast is the last address of p (IPv4).
+func broadcast(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= uint32(1)<<(32-p.Bits()) - 1
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// inAmbient: the pod's own istio.io/dataplane-mode wins, else its namespace's.
+func (c *Cluster) inAmbient(pod *corev1.Pod) bool {
+	const label = "istio.io/dataplane-mode"
+	if m, ok := pod.Labels[label]; ok {
+		return m == "ambient"
+	}
+	if ns := c.prep.Snapshot.Namespaces[pod.Namespace]; ns != nil {
+		return ns.Labels[label] == "ambient"
+	}
+	return false
+}
+
+// State returns a copy of the cluster's current state.
+func (c *Cluster) State() State {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	s := c.state
+	s.Nodes = append([]NodeState(nil), s.Nodes...)
+	s.Services = append([]ServiceState(nil), s.Services...)
+	s.Pods = append([]PodState(nil), s.Pods...)
+	for i := range s.Pods {
+		s.Pods[i].Containers = append([]ContainerState(nil), s.Pods[i].Containers...)
+	}
+	return s
+}
+
+// saveState refreshes pids and restart counts and writes state.json.
+func (c *Cluster) saveState() error {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	for i := range c.state.Nodes {
+		if p := c.zprocs[c.state.Nodes[i].Name]; p != nil {
+			c.state.Nodes[i].ZtunnelPID, c.state.Nodes[i].Restarts = p.status()
+		}
+	}
+	for i := range c.state.Pods {
+		ps := &c.state.Pods[i]
+		procs := c.pprocs[ps.Namespace+"/"+ps.Name]
+		for j := range ps.Containers {
+			if j < len(procs) && procs[j] != nil {
+				ps.Containers[j].PID, ps.Containers[j].Restarts = procs[j].status()
+			}
+		}
+	}
+	return writeState(&c.state)
+}
+
+func (c *Cluster) changed() {
+	if err := c.saveState(); err != nil {
+		c.log.Warn("cannot write state", "err", err)
+	}
+}
+
+// parallel runs f for 0..n-1 with a few workers, returning the first error.
+func parallel(n int, f func(i int) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	sem := make(chan struct{}, 8)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = f(i)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (c *Cluster) createNetwork() error {
+	p := c.prep.Plan
+	var err error
+	if c.netNS, err = netns.NewNamed(netNSName(c.name)); err != nil {
+		return err
+	}
+	if err := netns.AddBridge(c.netNS, bridgeName); err != nil {
+		return err
+	}
+	bits := p.PodCIDR.Bits()
+	if err := netns.AddAddr(c.netNS, bridgeName, netip.PrefixFrom(c.cpAddr, bits)); err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	if err := parallel(len(p.Nodes), func(i int) error {
+		n := p.Nodes[i]
+		ns, err := netns.NewNamed(nodeNSName(c.name, n.Name))
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		c.nodeNS[n.Name] = ns
+		mu.Unlock()
+		return netns.AttachToBridge(c.netNS, bridgeName, ns, "eth0", fmt.Sprintf("vn%d", i), netip.PrefixFrom(n.Gateway(), bits))
+	}); err != nil {
+		return err
+	}
+	gateways := map[string]netip.Addr{}
+	for _, n := range p.Nodes {
+		gateways[n.Name] = n.Gateway()
+	}
+	return parallel(len(p.Pods), func(i int) error {
+		pod := p.Pods[i]
+		ns, err := netns.NewNamed(podNSName(c.name, pod.Namespace, pod.Name))
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		c.podNS[podKey(pod)] = ns
+		mu.Unlock()
+		ip := netip.MustParseAddr(pod.Status.PodIP)
+		if err := netns.AttachToBridge(c.netNS, bridgeName, ns, "eth0", fmt.Sprintf("vp%d", i), netip.PrefixFrom(ip, bits)); err != nil {
+			return err
+		}
+		return netns.AddRoute(ns, netip.MustParsePrefix("0.0.0.0/0"), gateways[pod.Spec.NodeName], "eth0")
+	})
+}
+
+// Source delivers a fixed snapshot to the control plane: the manifests
+// with the plan applied (nodes, Service VIPs, placed pods).
+type Source struct{ Snapshot *model.Snapshot }
+
+// Run delivers the snapshot once and waits for ctx.
+func (s *Source) Run(ctx context.Context, update func(*model.Snapshot)) error {
+	update(s.Snapshot)
+	<-ctx.Done()
+	return nil
+}
+
+func (c *Cluster) startControlPlane() error {
+	authority, err := ca.New(ca.Options{TrustDomain: trustDomain, Dir: filepath.Join(c.dir, "ca"), Logger: c.log.With("component", "ca")})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(c.dir, "root-cert.pem"), []byte(strings.Join(authority.TrustBundlePEM(), "")), 0o644); err != nil {
+		return err
+	}
+	for _, n := range c.prep.Plan.Nodes {
+		if err := os.MkdirAll(filepath.Join(c.dir, "nodes", n.Name), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(c.dir, "nodes", n.Name, "token"), []byte(authority.NodeToken(n.Name)), 0o600); err != nil {
+			return err
+		}
+	}
+	mesh := model.DefaultMeshConfig()
+	mesh.TrustDomain = trustDomain
+	var cp *controlplane.Server
+	// The listeners are created inside the cluster's network namespace.
+	err = netns.Do(c.netNS, func() error {
+		var err error
+		cp, err = controlplane.New(controlplane.Options{
+			Source: &Source{Snapshot: c.prep.Plan.Apply(c.prep.Snapshot)}, Mesh: mesh, CA: authority,
+			GRPCAddr: c.state.ControlPlane, HTTPAddr: c.state.ControlPlaneHTTP,
+			ServingHosts: []string{"localhost", "127.0.0.1", c.cpAddr.String(), "ambit-controlplane"},
+			Log:          c.log,
+		})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	c.cpDone = make(chan struct{})
+	go func() {
+		defer close(c.cpDone)
+		if err := cp.Run(c.ctx); err != nil {
+			c.log.Error("control plane stopped", "err", err)
+		}
+	}()
+	select {
+	case <-cp.Ready():
+		return nil
+	case <-time.After(startTimeout):
+		return errors.New("the control plane did not become ready (see " + c.cpLog.Name() + ")")
+	}
+}
+
+func (c *Cluster) startZtunnels() error {
+	for _, n := range c.prep.Plan.Nodes {
+		nodeDir := filepath.Join(c.dir, "nodes", n.Name)
+		socket := filepath.Join(nodeDir, "agent.sock")
+		agent := redirect.NewAgent(redirect.AgentConfig{Logf: func(f string, a ...any) {
+			c.log.Info(fmt.Sprintf(f, a...), "component", "node-agent", "node", n.Name)
+		}})
+		c.agents[n.Name] = agent
+		go agent.ListenAndServe(c.ctx, socket)
+		args := []string{"--node", n.Name, "--control-plane", c.state.ControlPlane,
+			"--token-file", filepath.Join(nodeDir, "token"), "--root-cert", filepath.Join(c.dir, "root-cert.pem"),
+			"--trust-domain", trustDomain, "--agent-socket", socket,
+			"--admin-addr", "127.0.0.1:15000", "--metrics-addr", fmt.Sprintf(":%d", metricsPort),
+			"--ready-addr", fmt.Sprintf(":%d", readyPort), "--drain-timeout", "1s"}
+		name := n.Name
+		p := newProc("ztunnel "+name, c.nodeNS[name], filepath.Join(c.dir, "logs", "ztunnel-"+name+".log"), func() *exec.Cmd {
+			cmd := exec.Command(c.opts.ZtunnelBin, args...)
+			cmd.Env = []string{"NODE_NAME=" + name, "PATH=" + os.Getenv("PATH")}
+			return cmd
+		}, c.changed)
+		c.zprocs[name] = p
+		if err := p.start(); err != nil {
+			return err
+		}
+	}
+	return parallel(len(c.prep.Plan.Nodes), func(i int) error {
+		n := c.prep.Plan.Nodes[i]
+		client := &http.Client{Transport: &http.Transport{DialContext: netns.Dialer(c.nodeNS[n.Name], netns.SocketOptions{}), DisableKeepAlives: true},
+			Timeout: time.Second}
+		deadline := time.Now().Add(startTimeout)
+		for {
+			resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz/ready", readyPort))
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return nil
+				}
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("ztunnel on %s did not become ready (see %s)", n.Name, filepath.Join(c.dir, "logs", "ztunnel-"+n.Name+".log"))
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+	})
+}
+
+func (c *Cluster) enrolPods() error {
+	pods := c.prep.Plan.Pods
+	return parallel(len(pods), func(i int) error {
+		pod := pods[i]
+		if !c.state.Pods[i].Enrolled {
+			return nil
+		}
+		ns := c.podNS[podKey(pod)]
+		if err := redirect.Install(ns, redirect.Config{}); err != nil {
+			return fmt.Errorf("pod %s: %w", podKey(pod), err)
+		}
+		sa := pod.Spec.ServiceAccountName
+		if sa == "" {
+			sa = "default"
+		}
+		uid := string(pod.UID)
+		if uid == "" {
+			uid = podKey(pod)
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, startTimeout)
+		defer cancel()
+		err := c.agents[pod.Spec.NodeName].AddPod(ctx, redirect.Pod{UID: uid, Name: pod.Name, Namespace: pod.Namespace,
+			ServiceAccount: sa, IPs: []netip.Addr{netip.MustParseAddr(pod.Status.PodIP)}}, ns.File())
+		if err != nil {
+			return fmt.Errorf("enrolling pod %s on %s: %w", podKey(pod), pod.Spec.NodeName, err)
+		}
+		return nil
+	})
+}
+
+// hostsFile is /etc/hosts as seen in pod: localhost, the pod itself, and
+// every Service (svc.ns.svc.cluster.local, svc.ns.svc, svc.ns, and svc for
+// the pod's own namespace).
+func (c *Cluster) hostsFile(pod *corev1.Pod) string {
+	var b strings.Builder
+	b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+	fmt.Fprintf(&b, "%s\t%s\n", pod.Status.PodIP, pod.Name)
+	svcs := append([]*corev1.Service(nil), c.prep.Plan.Services...)
+	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Namespace+"/"+svcs[i].Name < svcs[j].Namespace+"/"+svcs[j].Name })
+	for _, s := range svcs {
+		ip := s.Spec.ClusterIP
+		if ip == "" || ip == corev1.ClusterIPNone {
+			continue
+		}
+		names := []string{fmt.Sprintf("%s.%s.svc.cluster.local", s.Name, s.Namespace), s.Name + "." + s.Namespace + ".svc", s.Name + "." + s.Namespace}
+		if s.Namespace == pod.Namespace {
+			names = append(names, s.Name)
+		}
+		fmt.Fprintf(&b, "%s\t%s\n", ip, strings.Join(names, " "))
+	}
+	return b.String()
+}
+
+// PathEnv is $PATH inside pods: the cluster's bin directory (ambit,
+// ztunnel) first.
+func pathEnv(dir string) string {
+	return "PATH=" + filepath.Join(dir, "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+}
+
+func (c *Cluster) containerEnv(pod *corev1.Pod, ct *corev1.Container) []string {
+	env := []string{pathEnv(c.dir), "HOME=/root", "HOSTNAME=" + pod.Name}
+	for _, e := range ct.Env {
+		env = append(env, e.Name+"="+e.Value)
+	}
+	return env
+}
+
+func (c *Cluster) startWorkloads() error {
+	pods := c.prep.Plan.Pods
+	for i, pod := range pods {
+		hosts := c.state.Pods[i].HostsFile
+		if err := os.WriteFile(hosts, []byte(c.hostsFile(pod)), 0o644); err != nil {
+			return err
+		}
+		var procs []*proc
+		for j := range pod.Spec.Containers {
+			ct := &pod.Spec.Containers[j]
+			argv := append(append([]string{}, ct.Command...), ct.Args...)
+			env := c.containerEnv(pod, ct)
+			dir := orDefault(ct.WorkingDir, "/")
+			p := newProc(fmt.Sprintf("pod %s container %s", podKey(pod), ct.Name), c.podNS[podKey(pod)], c.state.Pods[i].Log, func() *exec.Cmd {
+				cmd := exec.Command(c.opts.AmbitBin, append([]string{"internal", "pod-exec", "--hosts", hosts, "--"}, argv...)...)
+				cmd.Env, cmd.Dir = env, dir
+				return cmd
+			}, func() {})
+			procs = append(procs, p)
+		}
+		c.stateMu.Lock()
+		c.pprocs[podKey(pod)] = procs
+		c.stateMu.Unlock()
+		for _, p := range procs {
+			p.changed = c.changed
+			if err := p.start(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Close tears the cluster down: workloads, ztunnels, node agents, control
+// plane, namespaces, state directory. It is safe to call more than once.
+func (c *Cluster) Close() error {
+	var err error
+	c.closed.Do(func() {
+		var all []*proc
+		c.stateMu.Lock()
+		for _, ps := range c.pprocs {
+			all = append(all, ps...)
+		}
+		c.stateMu.Unlock()
+		stopAll(all)
+		var zs []*proc
+		for _, p := range c.zprocs {
+			zs = append(zs, p)
+		}
+		stopAll(zs)
+		c.cancel()
+		for _, a := range c.agents {
+			a.Close()
+		}
+		if c.cpDone != nil {
+			<-c.cpDone
+		}
+		for _, ns := range c.podNS {
+			ns.Close()
+		}
+		for _, ns := range c.nodeNS {
+			ns.Close()
+		}
+		if c.netNS != nil {
+			c.netNS.Close()
+		}
+		if c.cpLog != nil {
+			c.cpLog.Close()
+		}
+		// Removes the namespaces (by name) and the state directory, and
+		// anything still running in them.
+		_, err = Down(c.name, nil)
+	})
+	return err
+}
+
+func stopAll(ps []*proc) {
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Stop() }()
+	}
+	wg.Wait()
+}
+
+// Proof makes one HTTP request from the first pod of a "client"
+// Deployment to the first Service of its namespace, as the pod would
+// (through its ztunnel), and describes the answer. It returns "" when the
+// manifests have no such pair.
+func (c *Cluster) Proof(ctx context.Context) (string, error) {
+	var client *corev1.Pod
+	for _, p := range c.prep.Plan.Pods {
+		if p.Labels[labelOwner] == "client" || p.Name == "client" {
+			client = p
+			break
+		}
+	}
+	if client == nil {
+		return "", nil
+	}
+	var svc *corev1.Service
+	for _, s := range c.prep.Plan.Services {
+		if s.Namespace == client.Namespace && s.Spec.ClusterIP != "" && s.Spec.ClusterIP != corev1.ClusterIPNone && len(s.Spec.Ports) > 0 {
+			svc = s
+			break
+		}
+	}
+	if svc == nil {
+		return "", nil
+	}
+	url := fmt.Sprintf("http://%s:%d/", svc.Spec.ClusterIP, svc.Spec.Ports[0].Port)
+	hc := &http.Client{Transport: &http.Transport{DialContext: netns.Dialer(c.podNS[podKey(client)], netns.SocketOptions{}), DisableKeepAlives: true},
+		Timeout: 3 * time.Second}
+	var body []byte
+	var err error
+	for attempt := 0; attempt < 20; attempt++ {
+		var resp *http.Response
+		if resp, err = hc.Get(url); err == nil {
+			body, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode/100 != 2 {
+				err = fmt.Errorf("HTTP %s", resp.Status)
+			}
+			if err == nil {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s/%s → %s.%s (%s): %w", client.Namespace, client.Name, svc.Name, svc.Namespace, url, err)
+	}
+	var ans struct{ Pod, Namespace, Zone, Peer string }
+	json.Unmarshal(body, &ans)
+	zoneOf := map[string]string{}
+	for _, n := range c.prep.Plan.Nodes {
+		zoneOf[n.Name] = n.Zone
+	}
+	who := strings.TrimSpace(string(body))
+	if ans.Pod != "" {
+		who = fmt.Sprintf("answered by %s (zone %s), which saw the caller as %s", ans.Pod, c.zoneOfPod(ans.Namespace, ans.Pod, zoneOf), ans.Peer)
+	}
+	return fmt.Sprintf("%s (%s, zone %s) → http://%s.%s:%d/: %s", client.Name, client.Status.PodIP, zoneOf[client.Spec.NodeName],
+		svc.Name, svc.Namespace, svc.Spec.Ports[0].Port, who), nil
+}
+
+func (c *Cluster) zoneOfPod(ns, name string, zoneOf map[string]string) string {
+	for _, p := range c.prep.Plan.Pods {
+		if p.Namespace == ns && p.Name == name {
+			return zoneOf[p.Spec.NodeName]
+		}
+	}
+	return "?"
+}

@@ -2,8 +2,8 @@ package controlplane
 
 import (
 	"context"
-	"fmt"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"

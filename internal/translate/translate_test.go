@@ -577,8 +577,12 @@ spec:
     - source:
 ` + source
 	}
-	suffix := func(s string) *meshv1.StringMatch { return &meshv1.StringMatch{Kind: &meshv1.StringMatch_Suffix{Suffix: s}} }
-	prefix := func(s string) *meshv1.StringMatch { return &meshv1.StringMatch{Kind: &meshv1.StringMatch_Prefix{Prefix: s}} }
+	suffix := func(s string) *meshv1.StringMatch {
+		return &meshv1.StringMatch{Kind: &meshv1.StringMatch_Suffix{Suffix: s}}
+	}
+	prefix := func(s string) *meshv1.StringMatch {
+		return &meshv1.StringMatch{Kind: &meshv1.StringMatch_Prefix{Prefix: s}}
+	}
 	tests := []struct {
 		name          string
 		source        string

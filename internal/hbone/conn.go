@@ -75,7 +75,10 @@ type conn struct {
 	srv      *Server // server side only
 	peer     spiffe.ID
 	tlsState tls.ConnectionState
-	stats    *stats
+	// clientCert is the certificate a client connection presented: a pool
+	// gives new tunnels only to connections made with the current one.
+	clientCert *tls.Certificate
+	stats      *stats
 
 	// read side, owned by the read loop
 	br           *bufio.Reader

@@ -227,10 +227,15 @@ func (p *Pool) Connect(ctx context.Context, t Target) (*Stream, *Response, error
 		return nil, nil, err
 	}
 	key := t.Key()
-	var err error
+	// The source's current certificate: connections made with an older one
+	// (renewed, or replaced after a root rotation) take no new tunnels.
+	cert, err := p.certs.Certificate(ctx, t.Source)
+	if err != nil {
+		return nil, nil, fmt.Errorf("hbone: connecting to %s for %s: %w", t.Addr, t.Source, err)
+	}
 	for range maxConnectAttempts {
 		var c *conn
-		c, err = p.getConn(ctx, key, &t)
+		c, err = p.getConn(ctx, key, &t, cert)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -285,8 +290,9 @@ func (s *Stream) awaitResponse(ctx context.Context) (*Response, error) {
 	return s.resp, s.respErr
 }
 
-// getConn returns a connection for key with a stream slot reserved.
-func (p *Pool) getConn(ctx context.Context, key PoolKey, t *Target) (*conn, error) {
+// getConn returns a connection for key, made with cert, with a stream slot
+// reserved.
+func (p *Pool) getConn(ctx context.Context, key PoolKey, t *Target, cert *tls.Certificate) (*conn, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -297,6 +303,22 @@ func (p *Pool) getConn(ctx context.Context, key PoolKey, t *Target) (*conn, erro
 		if e == nil {
 			e = &poolEntry{}
 			p.entries[key] = e
+		}
+		var stale []*conn
+		e.conns = slices.DeleteFunc(e.conns, func(c *conn) bool {
+			if c.clientCert != cert {
+				stale = append(stale, c)
+				return true
+			}
+			return false
+		})
+		if len(stale) > 0 {
+			p.mu.Unlock()
+			for _, c := range stale {
+				c.drain()
+			}
+			p.log.Info("hbone: certificate renewed; older connections take no new tunnels", "source", key.Source.String(), "connections", len(stale))
+			continue
 		}
 		for _, c := range e.conns {
 			if c.tryReserve() {
@@ -318,7 +340,7 @@ func (p *Pool) getConn(ctx context.Context, key PoolKey, t *Target) (*conn, erro
 		if d == nil {
 			d = &dialCall{done: make(chan struct{})}
 			e.dials = append(e.dials, d)
-			go p.dialConn(key, *t, d, &e.peerMax)
+			go p.dialConn(key, *t, cert, d, &e.peerMax)
 		}
 		d.waiters++
 		p.mu.Unlock()
@@ -345,9 +367,9 @@ func (p *Pool) getConn(ctx context.Context, key PoolKey, t *Target) (*conn, erro
 	}
 }
 
-func (p *Pool) dialConn(key PoolKey, t Target, d *dialCall, peerMax *atomic.Uint32) {
+func (p *Pool) dialConn(key PoolKey, t Target, cert *tls.Certificate, d *dialCall, peerMax *atomic.Uint32) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.dialTimeout)
-	c, err := p.handshake(ctx, &t)
+	c, err := p.handshake(ctx, &t, cert)
 	cancel()
 	if err == nil {
 		c.peerMaxHint = peerMax
@@ -379,13 +401,9 @@ func (p *Pool) dialConn(key PoolKey, t Target, d *dialCall, peerMax *atomic.Uint
 	close(d.done)
 }
 
-// handshake dials t.Addr, runs the mTLS handshake and sends the HTTP/2
-// preface; the connection is returned unstarted.
-func (p *Pool) handshake(ctx context.Context, t *Target) (*conn, error) {
-	cert, err := p.certs.Certificate(ctx, t.Source)
-	if err != nil {
-		return nil, err
-	}
+// handshake dials t.Addr, runs the mTLS handshake presenting cert and
+// sends the HTTP/2 preface; the connection is returned unstarted.
+func (p *Pool) handshake(ctx context.Context, t *Target, cert *tls.Certificate) (*conn, error) {
 	dial := t.Dial
 	if dial == nil {
 		dial = p.dial
@@ -418,7 +436,7 @@ func (p *Pool) handshake(ctx context.Context, t *Target) (*conn, error) {
 		return nil, err
 	}
 	c := newConn(tc, false, p.cfg, p.log, &p.stats)
-	c.owner, c.peer, c.cork = p, peer, cork
+	c.owner, c.peer, c.cork, c.clientCert = p, peer, cork, cert
 	if dl, ok := ctx.Deadline(); ok {
 		tc.SetWriteDeadline(dl)
 	}

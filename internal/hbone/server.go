@@ -295,6 +295,23 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// Drain sends GOAWAY on the connections whose local address matches (a
+// pod left the node) and closes each once its open streams are done. The
+// server keeps accepting.
+func (srv *Server) Drain(match func(local net.Addr) bool) {
+	srv.mu.Lock()
+	var conns []*conn
+	for c := range srv.conns {
+		if match(c.nc.LocalAddr()) {
+			conns = append(conns, c)
+		}
+	}
+	srv.mu.Unlock()
+	for _, c := range conns {
+		c.drain()
+	}
+}
+
 // Close stops accepting and closes every connection at once.
 func (srv *Server) Close() error {
 	srv.mu.Lock()

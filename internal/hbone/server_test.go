@@ -24,7 +24,11 @@ func rawRequest(t *testing.T, e *env, fields ...string) (*Response, error) {
 	t.Helper()
 	ctx := testCtx(t)
 	tgt := e.target()
-	c, err := e.pool.getConn(ctx, tgt.Key(), &tgt)
+	cert, err := e.certs.Certificate(ctx, tgt.Source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.pool.getConn(ctx, tgt.Key(), &tgt, cert)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,6 +291,67 @@ func TestPoolDrain(t *testing.T) {
 	io.ReadAll(old)
 	old.Close()
 	eventually(t, "the drained connection to close", func() bool { return e.srv.Stats().ConnectionsClosed == 1 })
+}
+
+// A renewed client certificate: the connection made with the old one takes
+// no new tunnels (the next one dials and presents the new certificate), and
+// the tunnel it carries keeps working until it ends.
+func TestPoolDrainsOnCertificateRenewal(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	old := e.connect(testCtx(t))
+	renewed, err := mint(e.ca, clientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.certs.mu.Lock()
+	e.certs.certs[clientID] = renewed
+	e.certs.mu.Unlock()
+
+	s, _, err := e.pool.Connect(testCtx(t), e.target())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.c == old.c || s.c.clientCert != renewed {
+		t.Fatal("the tunnel after renewal went on the old connection")
+	}
+	if n := e.pool.Conns(e.target().Key()); n != 1 {
+		t.Errorf("%d pooled connections, want 1 (the old one drained)", n)
+	}
+	s.Close()
+	old.Write([]byte("x"))
+	if _, err := io.ReadFull(old, make([]byte, 1)); err != nil {
+		t.Fatalf("the tunnel on the drained connection broke: %v", err)
+	}
+	old.CloseWrite()
+	io.ReadAll(old)
+	old.Close()
+	eventually(t, "the drained connection to close", func() bool { return old.c.isClosed() })
+}
+
+// Server.Drain: matching connections get GOAWAY (the pool dials anew) and
+// close when their tunnels end; the server keeps accepting.
+func TestServerDrain(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	old := e.connect(testCtx(t))
+	e.srv.Drain(func(local net.Addr) bool { return local.String() == e.addr.String() })
+	eventually(t, "the pool to see GOAWAY", func() bool {
+		old.c.mu.Lock()
+		defer old.c.mu.Unlock()
+		return old.c.goAwayRecv
+	})
+	s := e.connect(testCtx(t))
+	if s.c == old.c {
+		t.Fatal("a new tunnel went on the drained connection")
+	}
+	s.Close()
+	old.Write([]byte("y"))
+	if _, err := io.ReadFull(old, make([]byte, 1)); err != nil {
+		t.Fatalf("the tunnel on the drained connection broke: %v", err)
+	}
+	old.CloseWrite()
+	io.ReadAll(old)
+	old.Close()
+	eventually(t, "the drained connection to close", func() bool { return old.c.isClosed() })
 }
 
 func TestWrongServerIdentity(t *testing.T) {

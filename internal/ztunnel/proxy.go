@@ -7,6 +7,7 @@
 package ztunnel
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
@@ -112,8 +114,8 @@ func (p *Proxy) AddPod(ctx context.Context, info redirect.Pod, nsFile *os.File) 
 		nsFile.Close()
 		return fmt.Errorf("pod %s: %w", info, err)
 	}
-	p.DelPod(ctx, info.UID)
 	pd := &pod{info: info, ns: ns, id: spiffe.ID{TrustDomain: p.trustDomain, Namespace: info.Namespace, ServiceAccount: serviceAccount(info)}}
+	p.removePod(info.UID, pd)
 	mark := netns.SocketOptions{Mark: redirect.ZtunnelMark}
 	transparent := netns.SocketOptions{Mark: redirect.ZtunnelMark, Transparent: true}
 	for _, l := range []struct {
@@ -151,30 +153,72 @@ func (p *Proxy) AddPod(ctx context.Context, info redirect.Pod, nsFile *os.File) 
 	return nil
 }
 
-// DelPod implements redirect.PodHandler: close the pod's listeners.
-// Connections in flight finish on their own.
+// DelPod implements redirect.PodHandler: close the pod's listeners, drain
+// the tunnels it opened and the HBONE connections made to it, and forget its
+// certificate unless another enrolled pod shares the identity. Connections
+// in flight finish on their own.
 func (p *Proxy) DelPod(ctx context.Context, uid string) error {
+	p.removePod(uid, nil)
+	return nil
+}
+
+// removePod stops serving a pod. When next is the same pod coming again
+// (an update, or the agent reconnecting) with the same identity and
+// addresses, its tunnels and certificate stay.
+func (p *Proxy) removePod(uid string, next *pod) {
 	p.mu.Lock()
 	pd := p.pods[uid]
 	delete(p.pods, uid)
+	shared := false
 	if pd != nil {
 		for _, ip := range pd.info.IPs {
 			if p.byIP[ip] == pd {
 				delete(p.byIP, ip)
 			}
 		}
+		for _, o := range p.pods {
+			shared = shared || o.id == pd.id
+		}
 	}
 	p.mu.Unlock()
 	if pd == nil {
-		return nil
+		return
 	}
 	pd.cancel()
 	for _, l := range pd.listeners {
 		l.Close()
 	}
 	pd.ns.Close()
+	if next != nil && next.id == pd.id && slices.Equal(next.info.IPs, pd.info.IPs) {
+		p.log.Info("pod re-enrolled", "pod", pd.info.String())
+		return
+	}
+	p.pool.Drain(func(k hbone.PoolKey) bool { return pd.hasIP(k.SourceAddr) })
+	p.hbone.Drain(func(local net.Addr) bool { return pd.hasIP(addrOf(local).Addr()) })
+	if !shared && (next == nil || next.id != pd.id) {
+		p.certs.Forget(pd.id)
+	}
 	p.log.Info("pod removed", "pod", pd.info.String())
-	return nil
+}
+
+func (pd *pod) hasIP(ip netip.Addr) bool {
+	return ip.IsValid() && slices.Contains(pd.info.IPs, ip.Unmap())
+}
+
+// podsDump lists the enrolled pods for the admin endpoint.
+func (p *Proxy) podsDump() []podDump {
+	p.mu.Lock()
+	out := make([]podDump, 0, len(p.pods))
+	for _, pd := range p.pods {
+		d := podDump{UID: pd.info.UID, Name: pd.info.Name, Namespace: pd.info.Namespace, Identity: pd.id.String()}
+		for _, ip := range pd.info.IPs {
+			d.IPs = append(d.IPs, ip.String())
+		}
+		out = append(out, d)
+	}
+	p.mu.Unlock()
+	slices.SortFunc(out, func(a, b podDump) int { return cmp.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })
+	return out
 }
 
 // SnapshotSent implements redirect.PodHandler: drop pods the agent no longer has.
@@ -197,9 +241,11 @@ func (p *Proxy) SnapshotSent(ctx context.Context, uids []string) error {
 	return nil
 }
 
-// Shutdown stops accepting connections and waits for those in flight until
-// ctx is done, then closes everything.
-func (p *Proxy) Shutdown(ctx context.Context) {
+// Shutdown stops accepting connections (the pods' listeners close, HBONE
+// connections get GOAWAY) and waits until the connections in flight have
+// finished or ctx is done; then it closes everything, cutting what is left.
+// It reports whether everything finished in time.
+func (p *Proxy) Shutdown(ctx context.Context) bool {
 	p.mu.Lock()
 	for _, pd := range p.pods {
 		for _, l := range pd.listeners {
@@ -207,14 +253,19 @@ func (p *Proxy) Shutdown(ctx context.Context) {
 		}
 	}
 	p.mu.Unlock()
+	// Tunnels this node opened take no new streams and close once idle.
+	p.pool.Drain(func(hbone.PoolKey) bool { return true })
 	done := make(chan struct{})
 	go func() { p.conns.Wait(); close(done) }()
-	p.hbone.Shutdown(ctx)
+	serverErr := p.hbone.Shutdown(ctx)
+	drained := false
 	select {
 	case <-done:
+		drained = serverErr == nil
 	case <-ctx.Done():
 	}
 	p.Close()
+	return drained
 }
 
 // Close stops serving every pod.

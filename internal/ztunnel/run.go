@@ -9,7 +9,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"net/netip"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -40,14 +43,32 @@ type Config struct {
 	// AdminAddr serves /config_dump (keep it on localhost); MetricsAddr
 	// serves /metrics; ReadyAddr serves /healthz/ready.
 	AdminAddr, MetricsAddr, ReadyAddr string
+	// PprofAddr, if set, serves net/http/pprof (heap and CPU profiles of
+	// the live process). It must be a loopback address: profiles reveal
+	// internals and cost CPU.
+	PprofAddr string
 	// DrainTimeout is how long open connections may finish after SIGTERM.
 	DrainTimeout time.Duration
 	Log          *slog.Logger
+	// Started, if set, is called once every endpoint listens (embedders
+	// and tests learn the addresses of ":0" listeners from it).
+	Started func(Running)
+}
+
+// Running describes a started ztunnel (see Config.Started).
+type Running struct {
+	Proxy                                        *Proxy
+	AdminAddr, MetricsAddr, ReadyAddr, PprofAddr net.Addr
 }
 
 // Run serves until ctx is done, then drains.
 func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Log
+	if cfg.PprofAddr != "" {
+		if err := checkLoopback(cfg.PprofAddr); err != nil {
+			return fmt.Errorf("--pprof-addr: %w", err)
+		}
+	}
 	bundle, err := identity.LoadBundle(cfg.RootCertFile)
 	if err != nil {
 		return fmt.Errorf("mesh roots: %w", err)
@@ -90,37 +111,91 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stop()
 	go config.Run(runCtx)
 	go serveAgent(runCtx, cfg.AgentSocket, proxy, log.With("component", "agent"))
-	servers := []*http.Server{
-		{Addr: cfg.AdminAddr, Handler: adminHandler(store, certs, config)},
-		{Addr: cfg.MetricsAddr, Handler: metricsHandler(metrics)},
-		{Addr: cfg.ReadyAddr, Handler: readyHandler(config)},
+	var draining atomic.Bool
+	type endpoint struct {
+		name, addr string
+		handler    http.Handler
+		bound      *net.Addr
 	}
-	errc := make(chan error, len(servers))
-	for _, s := range servers {
-		s.ReadHeaderTimeout = 10 * time.Second
-		ln, err := net.Listen("tcp", s.Addr)
-		if err != nil {
-			return fmt.Errorf("listen %s: %w", s.Addr, err)
+	var running Running
+	running.Proxy = proxy
+	endpoints := []endpoint{
+		{"admin", cfg.AdminAddr, adminHandler(proxy, store, certs, config), &running.AdminAddr},
+		{"metrics", cfg.MetricsAddr, metricsHandler(metrics), &running.MetricsAddr},
+		{"readiness", cfg.ReadyAddr, readyHandler(config, &draining), &running.ReadyAddr},
+	}
+	if cfg.PprofAddr != "" {
+		endpoints = append(endpoints, endpoint{"pprof", cfg.PprofAddr, pprofHandler(), &running.PprofAddr})
+	}
+	var servers []*http.Server
+	errc := make(chan error, len(endpoints))
+	for _, e := range endpoints {
+		if e.addr == "" {
+			continue
 		}
+		ln, err := net.Listen("tcp", e.addr)
+		if err != nil {
+			for _, s := range servers {
+				s.Close()
+			}
+			return fmt.Errorf("%s endpoint: listen %s: %w", e.name, e.addr, err)
+		}
+		*e.bound = ln.Addr()
+		s := &http.Server{Handler: e.handler, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, s)
 		go func() { errc <- s.Serve(ln) }()
 	}
-	log.Info("ztunnel started", "node", cfg.NodeName, "controlPlane", cfg.ControlPlane, "agent", cfg.AgentSocket)
+	log.Info("ztunnel started", "node", cfg.NodeName, "controlPlane", cfg.ControlPlane, "agent", cfg.AgentSocket,
+		"admin", addrString(running.AdminAddr), "metrics", addrString(running.MetricsAddr), "ready", addrString(running.ReadyAddr), "pprof", addrString(running.PprofAddr))
+	if cfg.Started != nil {
+		cfg.Started(running)
+	}
 
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
+	// Readiness fails at once, so that nothing new is sent our way while
+	// the connections in flight finish.
+	draining.Store(true)
 	log.Info("ztunnel stopping: no new connections; draining", "grace", cfg.DrainTimeout)
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
-	proxy.Shutdown(drainCtx)
+	if proxy.Shutdown(drainCtx) {
+		log.Info("ztunnel drained: every connection finished")
+	} else {
+		log.Warn("ztunnel drain: grace period over; closed the connections still open")
+	}
 	for _, s := range servers {
-		s.Shutdown(drainCtx)
+		s.Close()
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
 	return err
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "off"
+	}
+	return a.String()
+}
+
+// checkLoopback refuses an address that is not on a loopback interface.
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q is not a loopback address (use 127.0.0.1:PORT)", addr)
+	}
+	return nil
 }
 
 // serveAgent keeps a connection to the node agent, reconnecting with
@@ -149,13 +224,59 @@ func serveAgent(ctx context.Context, socket string, h redirect.PodHandler, log *
 	}
 }
 
-func adminHandler(store *state.Store, certs *identity.Manager, config *xds.Client) http.Handler {
+// configDump is the admin endpoint's answer: what the ztunnel serves and
+// with which configuration. Certificates appear with their expiry, never
+// with keys.
+type configDump struct {
+	Pods         []podDump         `json:"pods"`
+	Config       state.Dump        `json:"config"`
+	Certificates []certificateDump `json:"certificates"`
+	ControlPlane xds.Status        `json:"controlPlane"`
+}
+
+type podDump struct {
+	UID       string   `json:"uid"`
+	Name      string   `json:"name"`
+	Namespace string   `json:"namespace"`
+	IPs       []string `json:"ips"`
+	Identity  string   `json:"identity"`
+}
+
+type certificateDump struct {
+	Identity  string    `json:"identity"`
+	State     string    `json:"state"` // "valid", "pending", "expired"
+	NotAfter  time.Time `json:"notAfter,omitzero"`
+	RenewAt   time.Time `json:"renewAt,omitzero"`
+	Failures  int       `json:"failures,omitempty"`
+	LastError string    `json:"lastError,omitempty"`
+}
+
+func certificatesDump(now time.Time, st []identity.CertificateStatus) []certificateDump {
+	out := make([]certificateDump, 0, len(st))
+	for _, c := range st {
+		d := certificateDump{Identity: c.ID.String(), NotAfter: c.NotAfter, RenewAt: c.RenewAt, Failures: c.Failures, State: "valid"}
+		switch {
+		case c.NotAfter.IsZero():
+			d.State = "pending"
+		case !now.Before(c.NotAfter):
+			d.State = "expired"
+		}
+		if c.LastError != nil {
+			d.LastError = c.LastError.Error()
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func adminHandler(proxy *Proxy, store *state.Store, certs *identity.Manager, config *xds.Client) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, map[string]any{
-			"config":       store.View().Dump(),
-			"certificates": certs.Status(),
-			"controlPlane": config.Status(),
+		writeJSON(w, configDump{
+			Pods:         proxy.podsDump(),
+			Config:       store.View().Dump(),
+			Certificates: certificatesDump(time.Now(), certs.Status()),
+			ControlPlane: config.Status(),
 		})
 	})
 	return mux
@@ -165,13 +286,19 @@ func metricsHandler(m *telemetry.TCPMetrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		m.WriteTo(w)
+		telemetry.WriteProcess(w)
 	})
 }
 
-// readyHandler answers 200 once the first configuration has been applied.
-func readyHandler(config *xds.Client) http.Handler {
+// readyHandler answers 200 once the first configuration has been applied,
+// and 503 again once the ztunnel is draining.
+func readyHandler(config *xds.Client, draining *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz/ready", func(w http.ResponseWriter, r *http.Request) {
+		if draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
 		select {
 		case <-config.Synced():
 			fmt.Fprintln(w, "ready")
@@ -179,6 +306,16 @@ func readyHandler(config *xds.Client) http.Handler {
 			http.Error(w, "waiting for configuration from the control plane", http.StatusServiceUnavailable)
 		}
 	})
+	return mux
+}
+
+func pprofHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

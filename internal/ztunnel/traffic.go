@@ -87,44 +87,72 @@ func (p *Proxy) outbound(ctx context.Context, pd *pod, c *net.TCPConn) {
 
 // inboundHBONE handles a tunnel another ztunnel (or a waypoint) opened to a
 // pod on this node.
+//
+// As in Istio's ztunnel, the source is the tunnel's peer: its verified
+// identity and the address it connected from (a ztunnel dials from inside
+// the client pod's namespace, so that is the client pod's IP; a waypoint's
+// tunnels come from the waypoint). L4 policy, telemetry and the address the
+// application sees all use it. Forwarded is never trusted for them: any
+// mesh workload could write it. The baggage fills in source labels only
+// when the peer's address is not a known workload.
 func (p *Proxy) inboundHBONE(ctx context.Context, r *hbone.Request) {
+	srcIP := addrOf(r.RemoteAddr).Addr()
+	log := p.log.With("peer", r.Peer.String(), "src", srcIP.String(), "dst", r.Authority.String())
 	switch r.Authority.Port() {
 	case redirect.OutboundPort, redirect.InboundPlaintextPort, redirect.InboundHBONEPort:
 		// A tunnel into the ztunnel's own listeners would loop.
-		p.log.Warn("inbound: refused a tunnel to a ztunnel port", "dst", r.Authority.String(), "peer", r.Peer.String())
+		log.Warn("inbound: refused a tunnel to a ztunnel port")
 		r.Reject(http.StatusBadRequest, nil)
 		return
 	}
 	pd := p.podByIP(r.Authority.Addr())
 	if pd == nil {
-		p.log.Warn("inbound: destination is not a pod on this node", "dst", r.Authority.String(), "peer", r.Peer.String())
+		log.Warn("inbound: refused: destination is not a pod on this node")
 		r.Reject(http.StatusBadRequest, nil)
 		return
 	}
-	// The original client: the tunnel's Forwarded address when present,
-	// else the peer's own address.
-	srcIP := r.ForwardedFor
-	if !srcIP.IsValid() {
-		srcIP = addrOf(r.RemoteAddr).Addr()
+	if local := addrOf(r.LocalAddr).Addr(); !pd.hasIP(local) {
+		// The tunnel reached another pod's HBONE port: it may only name that pod.
+		log.Warn("inbound: refused: authority names a pod other than the one the tunnel reached", "reached", local.String())
+		r.Reject(http.StatusBadRequest, nil)
+		return
 	}
+	log = log.With("pod", pd.info.String())
 	v := p.store.View()
 	w := p.workloadOf(v, pd)
 	if w == nil {
-		p.log.Warn("inbound: destination workload not known yet", "dst", r.Authority.String())
+		log.Warn("inbound: refused: destination workload not known yet")
 		r.Reject(http.StatusServiceUnavailable, nil)
+		return
+	}
+	labels := telemetry.TCPLabels{Reporter: "destination", ConnectionSecurityPolicy: "mutual_tls"}
+	if sw := v.WorkloadByIP(srcIP); sw != nil {
+		labels = sourceLabels(sw, r.Peer)
+	} else {
+		labels = baggageSourceLabels(r.Baggage, r.Peer)
+	}
+	labels.Reporter, labels.ConnectionSecurityPolicy = "destination", "mutual_tls"
+	destinationLabels(&labels, w, v.InboundService(w, r.Authority.Port()))
+	labels.DestinationPrincipal = pd.id.String()
+
+	if wp := w.GetWaypoint(); wp != nil && !v.IsWaypoint(wp, r.Peer) {
+		log.Warn("inbound: refused: destination is bound to a waypoint and the peer is not it", "waypoint", wp.GetService())
+		p.refused(labels, "DENY")
+		r.Reject(http.StatusUnauthorized, nil)
 		return
 	}
 	dec := authz.Evaluate(authz.Conn{Source: r.Peer, SourceIP: srcIP, DestinationIP: r.Authority.Addr(), DestinationPort: r.Authority.Port(),
 		DestinationNamespace: w.Namespace, DestinationName: w.Name}, v.Policies(w))
-	log := p.log.With("pod", pd.info.String(), "peer", r.Peer.String(), "src", srcIP.String(), "dst", r.Authority.String())
 	if !dec.Allow {
 		log.Info("inbound: denied by policy", "policy", dec.Policy, "reason", dec.Reason.String())
+		p.refused(labels, "DENY")
 		r.Reject(http.StatusUnauthorized, nil)
 		return
 	}
 	app, err := p.dialApp(ctx, pd, r.Authority, srcIP)
 	if err != nil {
 		log.Warn("inbound: application unreachable", "error", err)
+		p.refused(labels, "CONNECT")
 		r.Reject(http.StatusServiceUnavailable, nil)
 		return
 	}
@@ -133,14 +161,6 @@ func (p *Proxy) inboundHBONE(ctx context.Context, r *hbone.Request) {
 		app.Close()
 		return
 	}
-	labels := telemetry.TCPLabels{Reporter: "destination", SourcePrincipal: r.Peer.String(), ConnectionSecurityPolicy: "mutual_tls"}
-	if sw := v.WorkloadByIP(srcIP); sw != nil {
-		l := sourceLabels(sw, r.Peer)
-		l.Reporter, l.ConnectionSecurityPolicy = labels.Reporter, labels.ConnectionSecurityPolicy
-		labels = l
-	}
-	destinationLabels(&labels, w, nil)
-	labels.DestinationPrincipal = pd.id.String()
 	p.relay(ctx, stream, app, labels, log)
 }
 
@@ -153,30 +173,47 @@ func (p *Proxy) inboundPlaintext(ctx context.Context, pd *pod, c *net.TCPConn) {
 	v := p.store.View()
 	w := p.workloadOf(v, pd)
 	log := p.log.With("pod", pd.info.String(), "src", src.String(), "dst", dst.String())
+	labels := telemetry.TCPLabels{}
+	if sw := v.WorkloadByIP(src.Addr()); sw != nil {
+		labels = sourceLabels(sw, spiffe.ID{})
+	}
+	labels.Reporter, labels.ConnectionSecurityPolicy = "destination", "none"
 	if w != nil {
+		destinationLabels(&labels, w, v.InboundService(w, dst.Port()))
 		if v.PeerAuthMode(w, dst.Port()) == meshv1.PeerAuthentication_STRICT {
 			log.Info("inbound plaintext refused: PeerAuthentication STRICT")
+			p.refused(labels, "DENY")
+			return
+		}
+		if wp := w.GetWaypoint(); wp != nil {
+			log.Warn("inbound plaintext refused: destination is bound to a waypoint", "waypoint", wp.GetService())
+			p.refused(labels, "DENY")
 			return
 		}
 		dec := authz.Evaluate(authz.Conn{SourceIP: src.Addr(), DestinationIP: dst.Addr(), DestinationPort: dst.Port(),
 			DestinationNamespace: w.Namespace, DestinationName: w.Name}, v.Policies(w))
 		if !dec.Allow {
 			log.Info("inbound plaintext: denied by policy", "policy", dec.Policy, "reason", dec.Reason.String())
+			p.refused(labels, "DENY")
 			return
 		}
 	}
 	app, err := p.dialApp(ctx, pd, dst, src.Addr())
 	if err != nil {
 		log.Warn("inbound plaintext: application unreachable", "error", err)
+		p.refused(labels, "CONNECT")
 		return
 	}
-	labels := telemetry.TCPLabels{Reporter: "destination", ConnectionSecurityPolicy: "none"}
-	if sw := v.WorkloadByIP(src.Addr()); sw != nil {
-		labels = sourceLabels(sw, spiffe.ID{})
-		labels.Reporter, labels.ConnectionSecurityPolicy = "destination", "none"
-	}
-	destinationLabels(&labels, w, nil)
 	p.relay(ctx, c, app, labels, log)
+}
+
+// refused counts a connection refused before any byte was relayed, with
+// Istio's response flag: DENY (policy) or CONNECT (upstream unreachable).
+func (p *Proxy) refused(labels telemetry.TCPLabels, flag string) {
+	labels.RequestProtocol, labels.ResponseFlags = "tcp", flag
+	m := p.metrics.For(labels)
+	m.Opened.Add(1)
+	m.Closed.Add(1)
 }
 
 // dialApp connects to the application inside the pod from the original
@@ -259,8 +296,23 @@ func destinationLabels(l *telemetry.TCPLabels, w *meshv1.Workload, svc *meshv1.S
 	l.DestinationVersion = w.CanonicalRevision
 	l.DestinationCluster = w.ClusterId
 	l.DestinationZone = w.GetLocality().GetZone()
-	if l.DestinationService == "" {
-		l.DestinationService = w.Name + "." + w.Namespace
+}
+
+// baggageSourceLabels describes a source that is no workload this ztunnel
+// knows (another cluster, say) from what it put in baggage; the principal
+// is always the verified identity.
+func baggageSourceLabels(b hbone.Baggage, id spiffe.ID) telemetry.TCPLabels {
+	m := b.PeerMetadata()
+	return telemetry.TCPLabels{
+		SourcePrincipal:         id.String(),
+		SourceWorkload:          m.Workload,
+		SourceCanonicalService:  m.Service,
+		SourceCanonicalRevision: m.Version,
+		SourceWorkloadNamespace: m.Namespace,
+		SourceApp:               m.Service,
+		SourceVersion:           m.Version,
+		SourceCluster:           m.Cluster,
+		SourceZone:              m.Zone,
 	}
 }
 

@@ -50,7 +50,9 @@ func TestIsWaypoint(t *testing.T) {
 	mustApply(t, s, services(wpSvc), workloads(wp, sick))
 	v := s.View()
 	ref := &meshv1.WaypointRef{Service: wpKey, HbonePort: 15008}
-	id := func(sa string) spiffe.ID { return spiffe.ID{TrustDomain: "cluster.local", Namespace: ns, ServiceAccount: sa} }
+	id := func(sa string) spiffe.ID {
+		return spiffe.ID{TrustDomain: "cluster.local", Namespace: ns, ServiceAccount: sa}
+	}
 	for _, tc := range []struct {
 		name string
 		ref  *meshv1.WaypointRef

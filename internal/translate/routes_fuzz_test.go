@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ambit-mesh/ambit/internal/model"
+	"github.com/ambit-mesh/ambit/internal/routematch"
 )
 
 // FuzzBuildRoutes feeds arbitrary route, VirtualService and DestinationRule
@@ -53,7 +54,7 @@ func FuzzBuildRoutes(f *testing.F) {
 						t.Fatalf("%s: rule %s does nothing", k, r.GetOrigin())
 					}
 				}
-				_, _ = SelectRule(pr, "GET", "/x", nil, nil)
+				_, _ = routematch.SelectRule(pr, "GET", "/x", nil, nil)
 			}
 			_ = ix.DestinationPolicy(k)
 		}

@@ -11,6 +11,7 @@ import (
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
 	"github.com/ambit-mesh/ambit/internal/model"
+	"github.com/ambit-mesh/ambit/internal/routematch"
 )
 
 // Gateway API (GAMMA) routes: HTTPRoute and GRPCRoute attached to Services.
@@ -270,11 +271,9 @@ func (b *routeBuilder) gwValueMatch(ref model.Ref, field, name, value string, ty
 
 // checkRegex validates an RE2 pattern as the waypoint will use it (anchored).
 func checkRegex(p string) error {
-	_, err := regexp.Compile(anchored(p))
+	_, err := regexp.Compile(routematch.Anchored(p))
 	return err
 }
-
-func anchored(p string) string { return "^(?:" + p + ")$" }
 
 // httpRuleActions converts what a rule does — filters, backends, timeouts,
 // retry — once for all its matches.

@@ -14,6 +14,7 @@ import (
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
 	"github.com/ambit-mesh/ambit/internal/config"
 	"github.com/ambit-mesh/ambit/internal/model"
+	"github.com/ambit-mesh/ambit/internal/routematch"
 )
 
 // conformanceDir holds the Gateway API mesh conformance manifests.
@@ -104,7 +105,7 @@ func selectFor(pr *meshv1.PortRoutes, req request) (*meshv1.RouteRule, bool) {
 	path, rawQuery, _ := strings.Cut(req.path, "?")
 	q, _ := parseQuery(rawQuery)
 	h := httpHeader(req.headers)
-	return SelectRule(pr, method, path, h, q)
+	return routematch.SelectRule(pr, method, path, h, q)
 }
 
 // backendOf names the Service a rule sends to ("" for none), checking it has

@@ -11,6 +11,7 @@ import (
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
 	"github.com/ambit-mesh/ambit/internal/model"
+	"github.com/ambit-mesh/ambit/internal/routematch"
 )
 
 func TestSeed001VirtualService(t *testing.T) {
@@ -55,7 +56,7 @@ func TestSeed001VirtualService(t *testing.T) {
 			t.Errorf("rule:\n%v\nwant:\n%v", r, want)
 		}
 		// Every request matches the single rule.
-		if got, ok := SelectRule(pr, "POST", "/predict", http.Header{}, nil); !ok || got != r {
+		if got, ok := routematch.SelectRule(pr, "POST", "/predict", http.Header{}, nil); !ok || got != r {
 			t.Errorf("POST /predict: %v %v", got, ok)
 		}
 		dp := ix.DestinationPolicy(api)
@@ -298,7 +299,7 @@ spec:
 		{"GET", "/fault/a", nil, nil, 4},
 		{"GET", "/fault/a", http.Header{"X-Canary": {""}}, nil, 5},
 	} {
-		got, ok := SelectRule(pr, c.method, c.path, c.h, c.q)
+		got, ok := routematch.SelectRule(pr, c.method, c.path, c.h, c.q)
 		switch {
 		case c.want < 0 && ok:
 			t.Errorf("%s %s: want 404, got %s", c.method, c.path, got.GetOrigin())
@@ -306,17 +307,17 @@ spec:
 			t.Errorf("%s %s: got %s, want %s", c.method, c.path, got.GetOrigin(), rules[c.want].GetOrigin())
 		}
 	}
-	if got := RewritePath(rules[0], "/api/books"); got != "/v2/books" {
+	if got := routematch.RewritePath(rules[0], "/api/books"); got != "/v2/books" {
 		t.Errorf("rewrite /api/books → %s", got)
 	}
-	if got := RewritePath(rules[1], "/books"); got != "/v2/books" {
+	if got := routematch.RewritePath(rules[1], "/books"); got != "/v2/books" {
 		t.Errorf("rewrite /books → %s", got)
 	}
 
 	// Port 9090: the port-specific rule applies; the rewrite destination
 	// without port takes the request's port on a multi-port Service.
 	pr9090 := portRoutes(t, sr, 9090)
-	r, ok := SelectRule(pr9090, "GET", "/anything", http.Header{}, nil)
+	r, ok := routematch.SelectRule(pr9090, "GET", "/anything", http.Header{}, nil)
 	if !ok || r.GetOrigin() != "VirtualService shop/reviews rule 4" || !equalDest(r.GetBackends()[0].GetDestination(), &meshv1.Destination{Service: ratingsKey, Port: 8080}) {
 		t.Errorf("9090: %v", r)
 	}
@@ -461,7 +462,7 @@ spec:
 `), model.DefaultMeshConfig())
 	checkProblems(t, ix.Problems(), []string{"spec.http[1].fault.delay.percentage: no percentage: as in Istio, no request is delayed"})
 	rules := portRoutes(t, ix.ServiceRoutes(model.Key{Namespace: "shop", Name: "reviews"}), 9080).GetRules()
-	if loc, st := RedirectLocation(rules[0], "http", "reviews", 9080, "/v1/books", "a=b"); loc != "https://reviews/v2/books?a=b" || st != 308 {
+	if loc, st := routematch.RedirectLocation(rules[0], "http", "reviews", 9080, "/v1/books", "a=b"); loc != "https://reviews/v2/books?a=b" || st != 308 {
 		t.Errorf("redirect %s %d", loc, st)
 	}
 	if f := rules[1].GetFault(); !proto.Equal(f, &meshv1.Fault{DelayMs: 1000, AbortGrpcStatus: 14, AbortPercent: 100}) {
@@ -642,7 +643,7 @@ spec:
 		{"/pkg.Svc/List", "GRPCRoute shop/grpc rule 1"},
 		{"/other.Svc/Get", "GRPCRoute shop/grpc rule 3"},
 	} {
-		if r, _ := SelectRule(pr, "POST", c.path, http.Header{}, nil); r.GetOrigin() != c.want {
+		if r, _ := routematch.SelectRule(pr, "POST", c.path, http.Header{}, nil); r.GetOrigin() != c.want {
 			t.Errorf("%s: %s, want %s", c.path, r.GetOrigin(), c.want)
 		}
 	}

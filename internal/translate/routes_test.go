@@ -7,6 +7,7 @@ import (
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
 	"github.com/ambit-mesh/ambit/internal/model"
+	"github.com/ambit-mesh/ambit/internal/routematch"
 )
 
 // The Gateway API mesh conformance cases (CASES.md), driven through
@@ -346,7 +347,7 @@ func runCaseRequest(t *testing.T, pr *meshv1.PortRoutes, cr caseRequest) {
 	}
 	path, rawQuery, _ := strings.Cut(cr.req.path, "?")
 	if cr.location != "" {
-		loc, status := RedirectLocation(rule, "http", "echo", 80, path, rawQuery)
+		loc, status := routematch.RedirectLocation(rule, "http", "echo", 80, path, rawQuery)
 		if loc != cr.location || status != cr.status {
 			t.Errorf("%s: redirect %d %s, want %d %s (rule %s)", what, status, loc, cr.status, cr.location, rule.GetOrigin())
 		}
@@ -370,7 +371,7 @@ func runCaseRequest(t *testing.T, pr *meshv1.PortRoutes, cr caseRequest) {
 		}
 	}
 	if cr.upstreamPath != "" {
-		if got := RewritePath(rule, path); got != cr.upstreamPath {
+		if got := routematch.RewritePath(rule, path); got != cr.upstreamPath {
 			t.Errorf("%s: upstream path %q, want %q", what, got, cr.upstreamPath)
 		}
 	}
@@ -671,7 +672,7 @@ func TestMeshConformanceTranslation(t *testing.T) {
 		var ports []uint32
 		for _, pr := range c.GetPorts() {
 			ports = append(ports, pr.GetPort())
-			rule, ok := SelectRule(pr, "GET", "/", http.Header{}, nil)
+			rule, ok := routematch.SelectRule(pr, "GET", "/", http.Header{}, nil)
 			if !ok || !pr.GetUserRoutes() {
 				t.Fatalf("port %d: no rule", pr.GetPort())
 			}

@@ -1,4 +1,11 @@
-package translate
+// Package routematch applies translated L7 routes (api/mesh/v1 RouteRule,
+// PortRoutes) to a request: rule selection, URL rewrites and redirect
+// locations, with Gateway API and Istio semantics. It is the waypoint's
+// router and the reference the control plane's translation tests run
+// requests through, so both agree on what a route means. It depends only on
+// the standard library and the mesh API — no Kubernetes types — so the data
+// plane may link it. Pure and safe for concurrent use.
+package routematch
 
 import (
 	"net/http"
@@ -11,12 +18,6 @@ import (
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
 )
-
-// Request matching with the semantics of the translated routes, for the
-// waypoint and for tests that drive requests through translated routes. This
-// file depends only on the mesh API (no Kubernetes types) so that it can move
-// as is to a package the waypoint may import (package translate links the
-// Kubernetes, Gateway API and Istio types). Pure and safe for concurrent use.
 
 // SelectRule returns the first rule of pr that matches the request; false
 // when none does (the waypoint answers 404). path is the request path without
@@ -174,7 +175,7 @@ func compiledRegex(p string) *regexp.Regexp {
 	if v, ok := regexCache.Load(p); ok {
 		return v.(*regexp.Regexp)
 	}
-	re, err := regexp.Compile(anchored(p))
+	re, err := regexp.Compile(Anchored(p))
 	if err != nil {
 		re = nil
 	}
@@ -185,6 +186,10 @@ func compiledRegex(p string) *regexp.Regexp {
 	regexCache.Store(p, re)
 	return re
 }
+
+// Anchored makes an RE2 pattern match whole strings, as route regexes do
+// (Gateway API RegularExpression and Istio regex matches are full matches).
+func Anchored(p string) string { return "^(?:" + p + ")$" }
 
 // matchedPrefix returns the prefix a rule's path match consumed for a path,
 // for ReplacePrefixMatch: the first PREFIX or STRING_PREFIX match fitting the

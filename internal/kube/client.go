@@ -6,6 +6,7 @@ import (
 	"os"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -18,6 +19,7 @@ type Clients struct {
 	Kube    kubernetes.Interface
 	Gateway gatewayclient.Interface
 	Istio   istioclient.Interface
+	Dynamic dynamic.Interface
 }
 
 // RESTConfig returns the API server connection: from kubeconfig when given,
@@ -67,5 +69,9 @@ func NewClients(cfg *rest.Config, userAgent string) (*Clients, error) {
 	if err != nil {
 		return nil, fmt.Errorf("istio client: %w", err)
 	}
-	return &Clients{Config: cfg, Kube: k, Gateway: g, Istio: i}, nil
+	d, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dynamic client: %w", err)
+	}
+	return &Clients{Config: cfg, Kube: k, Gateway: g, Istio: i, Dynamic: d}, nil
 }

@@ -80,7 +80,7 @@ func (t *translator) translate() *Output {
 		PeerAuthentications: t.peerAuthentications(),
 	}
 	out.Workloads = t.workloads()
-	out.Waypoints = t.waypoints(out.Services)
+	out.Waypoints = t.waypoints(out.Services, out.Workloads)
 	out.Problems = t.problems
 	sort.SliceStable(out.Problems, func(i, j int) bool { return out.Problems[i].Ref.String() < out.Problems[j].Ref.String() })
 	return out

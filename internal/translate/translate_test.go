@@ -618,3 +618,74 @@ spec:
 		})
 	}
 }
+
+// The waypoint receives the DestinationRule of every Service its routes send
+// to, not only of the Services bound to it, with each subset's workloads
+// resolved (proxies see no pod labels).
+func TestWaypointDestinationPolicies(t *testing.T) {
+	yaml := baseMesh + "---" + strings.Replace(waypointGateway, "%s", "service", 1) + `---
+apiVersion: v1
+kind: Pod
+metadata: {name: echo-v2-1, namespace: shop, labels: {app: echo, version: v2}}
+spec: {nodeName: node-a, serviceAccountName: echo, containers: [{name: app, ports: [{name: web, containerPort: 8080}]}]}
+status: {podIP: 10.244.1.6}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: front, namespace: shop, labels: {istio.io/use-waypoint: waypoint}}
+spec: {clusterIP: 10.96.0.11, selector: {app: front}, ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front, namespace: shop}
+spec:
+  hosts: [front]
+  http:
+  - route:
+    - destination: {host: echo, subset: v2, port: {number: 80}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: shop}
+spec:
+  host: echo
+  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  - {name: apps, labels: {app: echo}}
+`
+	out := Translate(parse(t, yaml), model.DefaultMeshConfig())
+	wc := out.Waypoints["shop/waypoint"]
+	if wc == nil {
+		t.Fatalf("no WaypointConfig; problems: %v", out.Problems)
+	}
+	var echo *meshv1.DestinationPolicy
+	for _, dp := range wc.DestinationPolicies {
+		if dp.Service == "shop/echo.shop.svc.cluster.local" {
+			echo = dp
+		}
+	}
+	if echo == nil {
+		t.Fatalf("the DestinationRule of the backend echo is missing: %v", wc.DestinationPolicies)
+	}
+	got := map[string][]string{}
+	for _, s := range echo.Subsets {
+		got[s.Name] = s.Workloads
+	}
+	want := map[string][]string{
+		"v1":   {"Kubernetes/Pod/shop/echo-v1-7d9f-abcde"},
+		"v2":   {"Kubernetes/Pod/shop/echo-v2-1"},
+		"apps": {"Kubernetes/Pod/shop/echo-v1-7d9f-abcde", "Kubernetes/Pod/shop/echo-v2-1"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("subset workloads (-want +got):\n%s", diff)
+	}
+	// The route index's shared message is not modified.
+	ix := BuildRoutes(parse(t, yaml), model.DefaultMeshConfig())
+	for _, s := range ix.DestinationPolicy(model.Key{Namespace: "shop", Name: "echo"}).GetSubsets() {
+		if len(s.Workloads) != 0 {
+			t.Errorf("route index subset %s has workloads %v", s.Name, s.Workloads)
+		}
+	}
+}

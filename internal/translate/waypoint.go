@@ -1,9 +1,10 @@
 package translate
 
 import (
-	"google.golang.org/protobuf/proto"
 	"maps"
 	"slices"
+
+	"google.golang.org/protobuf/proto"
 
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -65,7 +66,7 @@ func (t *translator) useWaypoint(ref model.Ref, objLabels map[string]string, wan
 
 // waypoints builds one WaypointConfig per waypoint Gateway, holding the routes
 // of every Service bound to it.
-func (t *translator) waypoints(services map[string]*meshv1.Service) map[string]*meshv1.WaypointConfig {
+func (t *translator) waypoints(services map[string]*meshv1.Service, workloads map[string]*meshv1.Workload) map[string]*meshv1.WaypointConfig {
 	out := map[string]*meshv1.WaypointConfig{}
 	if len(t.snap.Gateways) == 0 {
 		return out
@@ -101,10 +102,74 @@ func (t *translator) waypoints(services map[string]*meshv1.Service) map[string]*
 			}
 		}
 		wc.Services = append(wc.Services, sr)
-		if dp := routes.DestinationPolicy(sk); dp != nil {
-			wc.DestinationPolicies = append(wc.DestinationPolicies, dp)
+	}
+	members := t.serviceMembers(workloads)
+	for _, wc := range out {
+		for _, dk := range waypointDestinations(wc) {
+			svc := services[dk]
+			if svc == nil {
+				continue
+			}
+			if dp := routes.DestinationPolicy(model.Key{Namespace: svc.Namespace, Name: svc.Name}); dp != nil {
+				wc.DestinationPolicies = append(wc.DestinationPolicies, t.withSubsetWorkloads(dp, members[dk]))
+			}
 		}
 	}
 	t.attachL7Policies(out, services)
 	return out
+}
+
+// waypointDestinations lists, sorted, the Services a waypoint sends to: those
+// bound to it and every backend or mirror of their routes. The waypoint
+// applies each one's DestinationRule (load balancing, subsets, connection
+// pool, outlier detection), as Istio's waypoints do for the hosts they route to.
+func waypointDestinations(wc *meshv1.WaypointConfig) []string {
+	seen := map[string]bool{}
+	for _, sr := range wc.GetServices() {
+		seen[sr.GetService()] = true
+		for _, pr := range sr.GetPorts() {
+			for _, r := range pr.GetRules() {
+				for _, b := range r.GetBackends() {
+					seen[b.GetDestination().GetService()] = true
+				}
+				for _, m := range r.GetMirrors() {
+					seen[m.GetDestination().GetService()] = true
+				}
+			}
+		}
+	}
+	delete(seen, "")
+	return slices.Sorted(maps.Keys(seen))
+}
+
+// serviceMembers maps each Service key to the workloads backing it, sorted
+// by uid.
+func (t *translator) serviceMembers(workloads map[string]*meshv1.Workload) map[string][]*meshv1.Workload {
+	out := map[string][]*meshv1.Workload{}
+	for _, uid := range slices.Sorted(maps.Keys(workloads)) {
+		w := workloads[uid]
+		for sk := range w.GetServices() {
+			out[sk] = append(out[sk], w)
+		}
+	}
+	return out
+}
+
+// withSubsetWorkloads returns dp with each subset's workloads resolved: the
+// Service's workloads whose pods carry the subset's labels. dp is shared by
+// the route index, so it is cloned when there is anything to fill in.
+func (t *translator) withSubsetWorkloads(dp *meshv1.DestinationPolicy, members []*meshv1.Workload) *meshv1.DestinationPolicy {
+	if len(dp.GetSubsets()) == 0 {
+		return dp
+	}
+	dp = proto.Clone(dp).(*meshv1.DestinationPolicy)
+	for _, s := range dp.Subsets {
+		for _, w := range members {
+			pod := t.snap.Pods[model.Key{Namespace: w.GetNamespace(), Name: w.GetName()}]
+			if pod != nil && (len(s.GetLabels()) == 0 || selects(s.GetLabels(), pod.Labels)) {
+				s.Workloads = append(s.Workloads, w.GetUid())
+			}
+		}
+	}
+	return dp
 }

@@ -3681,6 +3681,9 @@ type DestinationPolicy_Subset struct {
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Labels        map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	TrafficPolicy *TrafficPolicy         `protobuf:"bytes,3,opt,name=traffic_policy,json=trafficPolicy,proto3" json:"traffic_policy,omitempty"`
+	// Uids of the Service's workloads that carry the labels, resolved by
+	// the control plane (proxies receive no pod labels). Sorted.
+	Workloads     []string `protobuf:"bytes,4,rep,name=workloads,proto3" json:"workloads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3732,6 +3735,13 @@ func (x *DestinationPolicy_Subset) GetLabels() map[string]string {
 func (x *DestinationPolicy_Subset) GetTrafficPolicy() *TrafficPolicy {
 	if x != nil {
 		return x.TrafficPolicy
+	}
+	return nil
+}
+
+func (x *DestinationPolicy_Subset) GetWorkloads() []string {
+	if x != nil {
+		return x.Workloads
 	}
 	return nil
 }
@@ -4036,16 +4046,17 @@ const file_mesh_v1_mesh_proto_rawDesc = "" +
 	"\rTrafficPolicy\x12F\n" +
 	"\rload_balancer\x18\x01 \x01(\v2!.ambit.mesh.v1.LoadBalancerPolicyR\floadBalancer\x12F\n" +
 	"\x0fconnection_pool\x18\x02 \x01(\v2\x1d.ambit.mesh.v1.ConnectionPoolR\x0econnectionPool\x12L\n" +
-	"\x11outlier_detection\x18\x03 \x01(\v2\x1f.ambit.mesh.v1.OutlierDetectionR\x10outlierDetection\"\xb9\x03\n" +
+	"\x11outlier_detection\x18\x03 \x01(\v2\x1f.ambit.mesh.v1.OutlierDetectionR\x10outlierDetection\"\xd7\x03\n" +
 	"\x11DestinationPolicy\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12C\n" +
 	"\x0etraffic_policy\x18\x02 \x01(\v2\x1c.ambit.mesh.v1.TrafficPolicyR\rtrafficPolicy\x12A\n" +
 	"\asubsets\x18\x03 \x03(\v2'.ambit.mesh.v1.DestinationPolicy.SubsetR\asubsets\x12\x16\n" +
-	"\x06origin\x18\x04 \x01(\tR\x06origin\x1a\xe9\x01\n" +
+	"\x06origin\x18\x04 \x01(\tR\x06origin\x1a\x87\x02\n" +
 	"\x06Subset\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12K\n" +
 	"\x06labels\x18\x02 \x03(\v23.ambit.mesh.v1.DestinationPolicy.Subset.LabelsEntryR\x06labels\x12C\n" +
-	"\x0etraffic_policy\x18\x03 \x01(\v2\x1c.ambit.mesh.v1.TrafficPolicyR\rtrafficPolicy\x1a9\n" +
+	"\x0etraffic_policy\x18\x03 \x01(\v2\x1c.ambit.mesh.v1.TrafficPolicyR\rtrafficPolicy\x12\x1c\n" +
+	"\tworkloads\x18\x04 \x03(\tR\tworkloads\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd8\x01\n" +

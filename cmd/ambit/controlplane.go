@@ -40,10 +40,12 @@ func controlplaneCommand() *cli.Command {
 		clusterID      string
 		preferSameZone bool
 		interval       time.Duration
+		source         string
+		kf             kubeFlags
 	)
 	return &cli.Command{
 		Name:  "controlplane",
-		Usage: "-f FILE|DIR [-f ...] [flags]",
+		Usage: "-f FILE|DIR [-f ...] [flags] | --source kube [--kubeconfig FILE] [flags]",
 		Short: "Run the control plane: watch config, push to proxies, issue certificates",
 		Long: `Run the control plane. It reads manifests from files and directories
 (watched: a valid change is pushed to every proxy within a second; an invalid
@@ -51,9 +53,17 @@ one is logged and the last good configuration stays in force), translates them
 into what each proxy needs, pushes it over gRPC (TLS, port 15012) with delta
 updates, and runs the certificate authority on the same port. Metrics and
 debug endpoints (/metrics, /readyz, /debug/proxies, /debug/config) are served
-on port 15014.`,
+on port 15014.
+
+With --source kube it watches the Kubernetes API instead (Namespaces, Nodes,
+Pods, Services, ServiceAccounts, Gateway API and Istio resources), keeps the
+CA root in a Secret, authenticates node proxies by their bound service
+account tokens (TokenReview), and, on the elected replica only, runs the
+waypoint controller.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.Var(&files, "f", "manifest file or directory to load and watch (repeatable)")
+			fs.StringVar(&source, "source", "files", "where configuration comes from: files (-f) or kube (the Kubernetes API)")
+			kf.register(fs)
 			caf.register(fs)
 			fs.StringVar(&grpcAddr, "grpc-addr", ":15012", "address of the push and CA gRPC listener (TLS)")
 			fs.StringVar(&httpAddr, "http-addr", ":15014", "address of the metrics and debug HTTP listener")
@@ -64,10 +74,24 @@ on port 15014.`,
 		},
 		Run: func(ctx context.Context, args []string) error {
 			files = append(files, args...)
-			if len(files) == 0 {
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			switch {
+			case source == "kube" && len(files) > 0:
+				return cli.Usagef("--source kube reads the Kubernetes API: drop -f")
+			case source == "kube":
+				return runKubeControlPlane(ctx, log, kf, caf, func(td string) controlplane.Options {
+					mesh := model.DefaultMeshConfig()
+					mesh.TrustDomain = td
+					mesh.RootNamespace = rootNamespace
+					mesh.ClusterID = clusterID
+					mesh.PreferSameZone = preferSameZone
+					return controlplane.Options{Mesh: mesh, GRPCAddr: grpcAddr, HTTPAddr: httpAddr, Log: log}
+				})
+			case source != "files":
+				return cli.Usagef("--source %q: want files or kube", source)
+			case len(files) == 0:
 				return cli.Usagef("no manifests given: use -f FILE|DIR")
 			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 			authority, err := caf.load(log.With("component", "ca"))
 			if err != nil {
 				return err

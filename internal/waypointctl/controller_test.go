@@ -35,7 +35,7 @@ func TestController(t *testing.T) {
 	gw := func(name string, proto gatewayv1.ProtocolType, port gatewayv1.PortNumber) *gatewayv1.Gateway {
 		return &gatewayv1.Gateway{TypeMeta: metav1.TypeMeta{APIVersion: "gateway.networking.k8s.io/v1", Kind: "Gateway"},
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop"},
-			Spec: gatewayv1.GatewaySpec{GatewayClassName: waypointctl.ClassName, Listeners: []gatewayv1.Listener{{Name: "mesh", Port: port, Protocol: proto}}}}
+			Spec:       gatewayv1.GatewaySpec{GatewayClassName: waypointctl.ClassName, Listeners: []gatewayv1.Listener{{Name: "mesh", Port: port, Protocol: proto}}}}
 	}
 	route := func(ns, name string, parent gatewayv1.ParentReference, backend string) *gatewayv1.HTTPRoute {
 		return &gatewayv1.HTTPRoute{TypeMeta: metav1.TypeMeta{APIVersion: "gateway.networking.k8s.io/v1", Kind: "HTTPRoute"},
@@ -59,7 +59,9 @@ func TestController(t *testing.T) {
 		grpc)
 
 	g := cl.Gateway.GatewayV1()
-	condition := func(conds []metav1.Condition, typ string) *metav1.Condition { return meta.FindStatusCondition(conds, typ) }
+	condition := func(conds []metav1.Condition, typ string) *metav1.Condition {
+		return meta.FindStatusCondition(conds, typ)
+	}
 	is := func(c *metav1.Condition, status metav1.ConditionStatus, reason string) bool {
 		return c != nil && c.Status == status && c.Reason == reason
 	}

@@ -151,7 +151,7 @@ func (c *Controller) waypointObjects(g *gatewayv1.Gateway) []any {
 							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 							{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 						},
-						Ports: []corev1.ContainerPort{{Name: "hbone", ContainerPort: HBONEPort}, {Name: "status", ContainerPort: 15021}, {Name: "metrics", ContainerPort: 15020}},
+						Ports:          []corev1.ContainerPort{{Name: "hbone", ContainerPort: HBONEPort}, {Name: "status", ContainerPort: 15021}, {Name: "metrics", ContainerPort: 15020}},
 						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz/ready", Port: intstr.FromInt32(15021)}}},
 						VolumeMounts:   []corev1.VolumeMount{{Name: "ambit-token", MountPath: "/var/run/secrets/tokens", ReadOnly: true}},
 					}},

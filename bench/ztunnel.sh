@@ -15,6 +15,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # iperf3's Debian package may ship an enabled daemon; we run our own in pod namespaces only.
 [ -x "$TOOLS/fortio" ] || GOBIN="$PWD/$TOOLS" go install fortio.org/fortio@v1.68.2
-go build -o "$TOOLS/ztunnel" ./cmd/ztunnel
+# As the Makefile builds it: static, no libc mapped into every ztunnel.
+CGO_ENABLED=0 go build -o "$TOOLS/ztunnel" ./cmd/ztunnel
 go build -o "$TOOLS/ztunnel-bench" ./bench/ztunnel
 exec "$TOOLS/ztunnel-bench" -tools "$TOOLS" "$@"

@@ -147,6 +147,8 @@ var (
 	flagZtunnel  = flag.String("ztunnel", "", "ztunnel binary (default TOOLS/ztunnel, built from ./cmd/ztunnel)")
 	flagZ2       = flag.String("ztunnel2", "", "optional second ztunnel binary, run as a fourth way (own nodes, pods and VIP 10.96.0.11)")
 	flagZ2Name   = flag.String("ztunnel2-name", "ztunnel2", "column name of the -ztunnel2 way")
+	flagZEnv     = flag.String("ztunnel-env", "", "space-separated NAME=VALUE pairs added to the ztunnels' environment (e.g. GOGC=50), to compare runtime settings")
+	flagPprof    = flag.Int("pprof-port", 0, "if set, ztunnel i serves net/http/pprof on 127.0.0.1:(this+i) (heap profiles: go tool pprof http://127.0.0.1:PORT/debug/pprof/heap)")
 )
 
 // pod is one pod network namespace.
@@ -242,7 +244,15 @@ func cleanup() {
 // start starts a long-running child, in ns if non-nil, in its own process
 // group, killed if this process dies.
 func start(name string, ns *netns.NS, bin string, args ...string) (*proc, error) {
+	return startEnv(name, ns, nil, bin, args...)
+}
+
+// startEnv is start with env added to this process's environment.
+func startEnv(name string, ns *netns.NS, env []string, bin string, args ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	lf, err := os.Create(filepath.Join(logDir, name+".log"))
 	if err != nil {
@@ -765,7 +775,7 @@ func startMesh(ctx context.Context, work string, enrol []enrolment, pods map[str
 	os.WriteFile(rootPEM, []byte(strings.Join(authority.TrustBundlePEM(), "")), 0o644)
 
 	var procs []*proc
-	for _, n := range enrol {
+	for i, n := range enrol {
 		tok := filepath.Join(work, n.node+".token")
 		os.WriteFile(tok, []byte(authority.NodeToken(n.node)), 0o600)
 		socket := filepath.Join(work, n.node+".sock")
@@ -777,9 +787,10 @@ func startMesh(ctx context.Context, work string, enrol []enrolment, pods map[str
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		p, err := start("ztunnel-"+n.node, nil, n.bin, "--node", n.node, "--control-plane", cp.GRPCAddr(),
+		p, err := startEnv("ztunnel-"+n.node, nil, strings.Fields(*flagZEnv), n.bin, "--node", n.node, "--control-plane", cp.GRPCAddr(),
 			"--token-file", tok, "--root-cert", rootPEM, "--trust-domain", "cluster.local", "--agent-socket", socket,
-			"--admin-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--ready-addr", "127.0.0.1:0", "--drain-timeout", "1s")
+			"--admin-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--ready-addr", "127.0.0.1:0", "--drain-timeout", "1s",
+			"--pprof-addr", pprofAddr(i))
 		if err != nil {
 			return nil, err
 		}
@@ -809,6 +820,13 @@ func startMesh(ctx context.Context, work string, enrol []enrolment, pods map[str
 		}
 	}
 	return procs, nil
+}
+
+func pprofAddr(i int) string {
+	if *flagPprof == 0 {
+		return ""
+	}
+	return fmt.Sprintf("127.0.0.1:%d", *flagPprof+i)
 }
 
 // --- perf profile ----------------------------------------------------------

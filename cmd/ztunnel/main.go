@@ -51,6 +51,7 @@ Flags:
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", "127.0.0.1:15000", "admin endpoint (/config_dump)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", ":15020", "metrics endpoint (/metrics)")
 	fs.StringVar(&cfg.ReadyAddr, "ready-addr", ":15021", "readiness endpoint (/healthz/ready)")
+	fs.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this loopback address (off by default)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long open connections may finish after SIGTERM")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {

@@ -485,7 +485,7 @@ func (srv *Server) serveStream(c *conn, req *Request) {
 		}
 	}()
 	if req.status != 0 {
-		srv.log.Debug("hbone: rejected malformed CONNECT", "status", req.status, "reason", req.reason, "peer", req.Peer.String(), "remote", c.nc.RemoteAddr().String())
+		srv.log.Info("hbone: rejected malformed CONNECT", "status", req.status, "reason", req.reason, "peer", req.Peer.String(), "remote", c.nc.RemoteAddr().String())
 		req.Reject(req.status, nil)
 		return
 	}

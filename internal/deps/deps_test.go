@@ -16,7 +16,9 @@ const module = "github.com/ambit-mesh/ambit/"
 // links. A package the ztunnel starts to import belongs here.
 var light = []string{
 	"api/mesh/v1",
+	"cmd/ambit-cni",
 	"cmd/ztunnel",
+	"internal/cni",
 	"internal/hbone",
 	"internal/identity",
 	"internal/netns",

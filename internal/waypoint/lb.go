@@ -1,0 +1,407 @@
+package waypoint
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
+	"github.com/ambit-mesh/ambit/internal/ztunnel/state"
+)
+
+// Endpoint choice for a destination Service (and DestinationRule subset):
+// the load balancer, connection-pool limits and outlier detection of its
+// DestinationRule, with Istio's defaults where it says nothing (least
+// request; no limits; outlier detection only when configured).
+
+type lbKind uint8
+
+const (
+	lbLeastRequest lbKind = iota
+	lbRoundRobin
+	lbRandom
+	lbHash
+)
+
+type trafficPolicy struct {
+	lb           lbKind
+	hashHeader   string
+	hashCookie   string
+	hashQuery    string
+	hashSourceIP bool
+
+	maxConnections int64 // concurrent upstream requests waiting for none (0: unlimited)
+	maxPending     int64 // requests that may wait for a connection slot (0: unlimited)
+	maxRequests    int64 // concurrent requests; more are refused at once (0: unlimited)
+	maxRetries     int64 // concurrent retries (0: unlimited)
+	connectTimeout time.Duration
+
+	outlier *outlierPolicy
+}
+
+type outlierPolicy struct {
+	consec5xx, consecGateway uint32
+	baseEjection             time.Duration
+	maxEjectionPercent       int
+}
+
+type subsetPolicy struct {
+	name      string
+	workloads map[string]bool
+	tp        *trafficPolicy
+}
+
+type destPolicy struct {
+	service string
+	tp      *trafficPolicy
+	subsets map[string]*subsetPolicy
+}
+
+var defaultTrafficPolicy = &trafficPolicy{}
+
+func compileDestPolicy(dp *meshv1.DestinationPolicy) (*destPolicy, error) {
+	if !validServiceKey(dp.GetService()) {
+		return nil, fmt.Errorf("service: %q is not <namespace>/<hostname>", dp.GetService())
+	}
+	d := &destPolicy{service: dp.GetService(), subsets: map[string]*subsetPolicy{}}
+	var err error
+	if d.tp, err = compileTrafficPolicy("traffic_policy", dp.GetTrafficPolicy()); err != nil {
+		return nil, err
+	}
+	for i, s := range dp.GetSubsets() {
+		field := fmt.Sprintf("subsets[%d]", i)
+		if s.GetName() == "" {
+			return nil, fmt.Errorf("%s.name: required", field)
+		}
+		sp := &subsetPolicy{name: s.GetName(), workloads: map[string]bool{}, tp: d.tp}
+		if s.GetTrafficPolicy() != nil {
+			if sp.tp, err = compileTrafficPolicy(field+".traffic_policy", s.GetTrafficPolicy()); err != nil {
+				return nil, err
+			}
+		}
+		for _, uid := range s.GetWorkloads() {
+			sp.workloads[uid] = true
+		}
+		d.subsets[s.GetName()] = sp
+	}
+	return d, nil
+}
+
+func compileTrafficPolicy(field string, tp *meshv1.TrafficPolicy) (*trafficPolicy, error) {
+	if tp == nil {
+		return defaultTrafficPolicy, nil
+	}
+	out := &trafficPolicy{}
+	lb := tp.GetLoadBalancer()
+	switch lb.GetSimple() {
+	case meshv1.LoadBalancerPolicy_DEFAULT, meshv1.LoadBalancerPolicy_LEAST_REQUEST, meshv1.LoadBalancerPolicy_PASSTHROUGH:
+		out.lb = lbLeastRequest
+	case meshv1.LoadBalancerPolicy_ROUND_ROBIN:
+		out.lb = lbRoundRobin
+	case meshv1.LoadBalancerPolicy_RANDOM:
+		out.lb = lbRandom
+	default:
+		return nil, fmt.Errorf("%s.load_balancer.simple: unknown value %d", field, lb.GetSimple())
+	}
+	if lb.GetHashHeader() != "" || lb.GetHashCookie() != "" || lb.GetHashQueryParam() != "" || lb.GetHashSourceIp() {
+		out.lb = lbHash
+		out.hashHeader, out.hashCookie, out.hashQuery, out.hashSourceIP = lb.GetHashHeader(), lb.GetHashCookie(), lb.GetHashQueryParam(), lb.GetHashSourceIp()
+	}
+	if cp := tp.GetConnectionPool(); cp != nil {
+		if cp.GetConnectTimeoutMs() < 0 {
+			return nil, fmt.Errorf("%s.connection_pool.connect_timeout_ms: negative", field)
+		}
+		out.maxConnections, out.maxPending = int64(cp.GetMaxConnections()), int64(cp.GetMaxPendingRequests())
+		out.maxRequests, out.maxRetries = int64(cp.GetMaxRequests()), int64(cp.GetMaxRetries())
+		out.connectTimeout = ms(cp.GetConnectTimeoutMs())
+	}
+	if od := tp.GetOutlierDetection(); od != nil {
+		if od.GetBaseEjectionTimeMs() < 0 || od.GetMaxEjectionPercent() > 100 {
+			return nil, fmt.Errorf("%s.outlier_detection: base_ejection_time_ms must not be negative and max_ejection_percent at most 100", field)
+		}
+		o := &outlierPolicy{consec5xx: od.GetConsecutive_5XxErrors(), consecGateway: od.GetConsecutiveGatewayErrors(),
+			baseEjection: ms(od.GetBaseEjectionTimeMs()), maxEjectionPercent: int(od.GetMaxEjectionPercent())}
+		// Istio's defaults.
+		if o.consec5xx == 0 && o.consecGateway == 0 {
+			o.consec5xx = 5
+		}
+		if o.baseEjection == 0 {
+			o.baseEjection = 30 * time.Second
+		}
+		if o.maxEjectionPercent == 0 {
+			o.maxEjectionPercent = 10
+		}
+		out.outlier = o
+	}
+	return out, nil
+}
+
+// cluster is the runtime state of one destination (Service, subset): the
+// counters behind connection-pool limits, round robin and outlier
+// detection. Clusters outlive configuration changes; one whose policy
+// changed is replaced (requests in flight finish on the old one).
+type cluster struct {
+	key      string
+	tp       *trafficPolicy
+	subset   *subsetPolicy
+	inflight atomic.Int64
+	pending  atomic.Int64
+	retries  atomic.Int64
+	rr       atomic.Uint64
+	slots    chan struct{} // maxConnections, nil when unlimited
+	stats    sync.Map      // workload uid → *endpointStats
+	filtered atomic.Pointer[endpointCache]
+}
+
+type endpointCache struct {
+	src *state.Endpoint // first element of the source list, for identity
+	n   int
+	out []*state.Endpoint
+}
+
+type endpointStats struct {
+	active        atomic.Int64
+	consec5xx     atomic.Uint32
+	consecGateway atomic.Uint32
+	ejectedUntil  atomic.Int64 // unix nanoseconds
+	ejections     atomic.Uint32
+}
+
+type clusters struct{ m sync.Map } // key → *cluster
+
+func (cs *clusters) get(key string, tp *trafficPolicy, subset *subsetPolicy) *cluster {
+	if v, ok := cs.m.Load(key); ok {
+		c := v.(*cluster)
+		if c.tp == tp && c.subset == subset {
+			return c
+		}
+	}
+	c := &cluster{key: key, tp: tp, subset: subset}
+	if tp.maxConnections > 0 {
+		c.slots = make(chan struct{}, tp.maxConnections)
+	}
+	cs.m.Store(key, c)
+	return c
+}
+
+// errOverflow: a connection-pool limit refused the request (Envoy's UO).
+var errOverflow = fmt.Errorf("upstream connection pool overflow")
+
+// acquire takes a request slot, waiting for a connection slot while the
+// pending queue has room. release must be called when the request is done.
+func (c *cluster) acquire(ctx context.Context) error {
+	if max := c.tp.maxRequests; max > 0 && c.inflight.Load() >= max {
+		return errOverflow
+	}
+	if c.slots != nil {
+		select {
+		case c.slots <- struct{}{}:
+		default:
+			if max := c.tp.maxPending; max > 0 && c.pending.Add(1) > max {
+				c.pending.Add(-1)
+				return errOverflow
+			} else if max <= 0 {
+				c.pending.Add(1)
+			}
+			select {
+			case c.slots <- struct{}{}:
+				c.pending.Add(-1)
+			case <-ctx.Done():
+				c.pending.Add(-1)
+				return ctx.Err()
+			}
+		}
+	}
+	c.inflight.Add(1)
+	return nil
+}
+
+func (c *cluster) release() {
+	c.inflight.Add(-1)
+	if c.slots != nil {
+		<-c.slots
+	}
+}
+
+// retryAllowed takes a retry slot (maxRetries); releaseRetry gives it back.
+func (c *cluster) retryAllowed() bool {
+	if max := c.tp.maxRetries; max > 0 && c.retries.Add(1) > max {
+		c.retries.Add(-1)
+		return false
+	}
+	if c.tp.maxRetries <= 0 {
+		c.retries.Add(1)
+	}
+	return true
+}
+
+func (c *cluster) releaseRetry() { c.retries.Add(-1) }
+
+func (c *cluster) statsOf(uid string) *endpointStats {
+	if v, ok := c.stats.Load(uid); ok {
+		return v.(*endpointStats)
+	}
+	v, _ := c.stats.LoadOrStore(uid, &endpointStats{})
+	return v.(*endpointStats)
+}
+
+// endpoints narrows the Service's endpoints to the subset, caching the
+// result for as long as the Service's endpoint list is the same.
+func (c *cluster) endpoints(eps []*state.Endpoint) []*state.Endpoint {
+	if c.subset == nil {
+		return eps
+	}
+	var first *state.Endpoint
+	if len(eps) > 0 {
+		first = eps[0]
+	}
+	if fc := c.filtered.Load(); fc != nil && fc.src == first && fc.n == len(eps) {
+		return fc.out
+	}
+	out := make([]*state.Endpoint, 0, len(eps))
+	for _, e := range eps {
+		if c.subset.workloads[e.Workload.GetUid()] {
+			out = append(out, e)
+		}
+	}
+	c.filtered.Store(&endpointCache{src: first, n: len(eps), out: out})
+	return out
+}
+
+// pick chooses an endpoint by the cluster's load balancer, avoiding ejected
+// endpoints and exclude (the endpoint a retried attempt failed on) while
+// any other remains. hash is the consistent-hash key (used when hasHash).
+func (c *cluster) pick(eps []*state.Endpoint, hash uint64, hasHash bool, exclude *state.Endpoint) *state.Endpoint {
+	n := len(eps)
+	if n == 0 {
+		return nil
+	}
+	now := time.Now().UnixNano()
+	ok := func(e *state.Endpoint, strict int) bool {
+		if strict >= 2 && e == exclude {
+			return false
+		}
+		if strict >= 1 && c.tp.outlier != nil && c.statsOf(e.Workload.GetUid()).ejectedUntil.Load() > now {
+			return false
+		}
+		return true
+	}
+	// Relax the constraints step by step: every endpoint ejected (Envoy's
+	// panic mode) or excluded still leaves one to try.
+	for strict := 2; strict >= 0; strict-- {
+		var e *state.Endpoint
+		switch {
+		case c.tp.lb == lbHash && hasHash:
+			e = hrw(eps, hash, func(e *state.Endpoint) bool { return ok(e, strict) })
+		case c.tp.lb == lbRoundRobin:
+			e = scan(eps, int(c.rr.Add(1)%uint64(n)), func(e *state.Endpoint) bool { return ok(e, strict) })
+		case c.tp.lb == lbRandom:
+			e = scan(eps, rand.IntN(n), func(e *state.Endpoint) bool { return ok(e, strict) })
+		default:
+			// Least request: the less busy of two random choices.
+			a := scan(eps, rand.IntN(n), func(e *state.Endpoint) bool { return ok(e, strict) })
+			b := scan(eps, rand.IntN(n), func(e *state.Endpoint) bool { return ok(e, strict) })
+			e = a
+			if a != nil && b != nil && c.statsOf(b.Workload.GetUid()).active.Load() < c.statsOf(a.Workload.GetUid()).active.Load() {
+				e = b
+			}
+		}
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func scan(eps []*state.Endpoint, start int, ok func(*state.Endpoint) bool) *state.Endpoint {
+	for i := range eps {
+		if e := eps[(start+i)%len(eps)]; ok(e) {
+			return e
+		}
+	}
+	return nil
+}
+
+// hrw is rendezvous hashing: the endpoint with the highest hash of (key,
+// workload uid). Adding or removing an endpoint moves only the keys that
+// belonged to it.
+func hrw(eps []*state.Endpoint, key uint64, ok func(*state.Endpoint) bool) *state.Endpoint {
+	var best *state.Endpoint
+	var bestScore uint64
+	for _, e := range eps {
+		if !ok(e) {
+			continue
+		}
+		if s := mix(key ^ hashString(e.Workload.GetUid())); best == nil || s > bestScore {
+			best, bestScore = e, s
+		}
+	}
+	return best
+}
+
+// hashString is 64-bit FNV-1a: stable across processes, so every waypoint
+// instance sends a key to the same endpoint.
+func hashString(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// mix is splitmix64's finalizer: it spreads nearby keys apart.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// observe feeds a finished attempt to least request and outlier detection:
+// status is the response code, or 0 when the endpoint could not be reached.
+func (c *cluster) observe(eps []*state.Endpoint, e *state.Endpoint, st *endpointStats, status int) {
+	o := c.tp.outlier
+	if o == nil {
+		return
+	}
+	gateway := status == 0 || status == 502 || status == 503 || status == 504
+	fail := status == 0 || status >= 500
+	if !fail {
+		st.consec5xx.Store(0)
+		st.consecGateway.Store(0)
+		return
+	}
+	n5 := st.consec5xx.Add(1)
+	ng := uint32(0)
+	if gateway {
+		ng = st.consecGateway.Add(1)
+	} else {
+		st.consecGateway.Store(0)
+	}
+	if !((o.consec5xx > 0 && n5 >= o.consec5xx) || (o.consecGateway > 0 && ng >= o.consecGateway)) {
+		return
+	}
+	now := time.Now().UnixNano()
+	if st.ejectedUntil.Load() > now {
+		return
+	}
+	ejected := 0
+	for _, x := range eps {
+		if c.statsOf(x.Workload.GetUid()).ejectedUntil.Load() > now {
+			ejected++
+		}
+	}
+	// As Envoy: at most max_ejection_percent of the endpoints, but at least one.
+	if limit := max(1, len(eps)*o.maxEjectionPercent/100); ejected >= limit {
+		return
+	}
+	k := st.ejections.Add(1)
+	st.ejectedUntil.Store(now + int64(o.baseEjection)*int64(k))
+	st.consec5xx.Store(0)
+	st.consecGateway.Store(0)
+}

@@ -1,0 +1,191 @@
+package waypoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
+	"github.com/ambit-mesh/ambit/internal/ztunnel/state"
+)
+
+func endpoints(n int) []*state.Endpoint {
+	out := make([]*state.Endpoint, n)
+	for i := range out {
+		out[i] = &state.Endpoint{Workload: &meshv1.Workload{Uid: fmt.Sprintf("w%d", i)}}
+	}
+	return out
+}
+
+func policy(t *testing.T, tp *meshv1.TrafficPolicy) *trafficPolicy {
+	t.Helper()
+	p, err := compileTrafficPolicy("traffic_policy", tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPick(t *testing.T) {
+	eps := endpoints(4)
+	for _, c := range []struct {
+		name string
+		lb   *meshv1.LoadBalancerPolicy
+		// check gets the counts per endpoint after 4000 picks.
+		check func(t *testing.T, counts map[string]int)
+	}{
+		{"round robin is exact", &meshv1.LoadBalancerPolicy{Simple: meshv1.LoadBalancerPolicy_ROUND_ROBIN}, func(t *testing.T, counts map[string]int) {
+			for _, e := range eps {
+				if counts[e.Workload.Uid] != 1000 {
+					t.Errorf("%v", counts)
+				}
+			}
+		}},
+		{"random spreads", &meshv1.LoadBalancerPolicy{Simple: meshv1.LoadBalancerPolicy_RANDOM}, func(t *testing.T, counts map[string]int) {
+			for _, e := range eps {
+				if c := counts[e.Workload.Uid]; c < 800 || c > 1200 {
+					t.Errorf("%v", counts)
+				}
+			}
+		}},
+		{"consistent hash sticks", &meshv1.LoadBalancerPolicy{HashHeader: "x-user"}, func(t *testing.T, counts map[string]int) {
+			if len(counts) != 1 {
+				t.Errorf("one key went to %d endpoints: %v", len(counts), counts)
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var cs clusters
+			cl := cs.get("svc", policy(t, &meshv1.TrafficPolicy{LoadBalancer: c.lb}), nil)
+			counts := map[string]int{}
+			for range 4000 {
+				counts[cl.pick(eps, hashString("user-1"), true, nil).Workload.Uid]++
+			}
+			c.check(t, counts)
+		})
+	}
+}
+
+func TestPickLeastRequestAvoidsBusy(t *testing.T) {
+	eps := endpoints(2)
+	var cs clusters
+	cl := cs.get("svc", defaultTrafficPolicy, nil)
+	cl.statsOf("w0").active.Store(100)
+	counts := map[string]int{}
+	for range 1000 {
+		counts[cl.pick(eps, 0, false, nil).Workload.Uid]++
+	}
+	// Two random choices: the busy one wins only when drawn twice (1/4).
+	if counts["w0"] > 320 {
+		t.Errorf("busy endpoint chosen %d of 1000 times", counts["w0"])
+	}
+}
+
+func TestHashMovesFewKeys(t *testing.T) {
+	eps := endpoints(10)
+	var cs clusters
+	cl := cs.get("svc", policy(t, &meshv1.TrafficPolicy{LoadBalancer: &meshv1.LoadBalancerPolicy{HashCookie: "session"}}), nil)
+	before := map[int]string{}
+	for k := range 1000 {
+		before[k] = cl.pick(eps, hashString(fmt.Sprint(k)), true, nil).Workload.Uid
+	}
+	moved := 0
+	for k := range 1000 {
+		if cl.pick(eps[:9], hashString(fmt.Sprint(k)), true, nil).Workload.Uid != before[k] {
+			moved++
+		}
+	}
+	// Only the keys of the removed endpoint (about a tenth) move.
+	if moved > 150 {
+		t.Errorf("%d of 1000 keys moved when one of 10 endpoints left", moved)
+	}
+}
+
+func TestOutlierDetection(t *testing.T) {
+	eps := endpoints(2)
+	var cs clusters
+	cl := cs.get("svc", policy(t, &meshv1.TrafficPolicy{OutlierDetection: &meshv1.OutlierDetection{Consecutive_5XxErrors: 3, BaseEjectionTimeMs: 60_000, MaxEjectionPercent: 50}}), nil)
+	bad := cl.statsOf("w0")
+	for i := range 3 {
+		if bad.ejectedUntil.Load() != 0 {
+			t.Fatalf("ejected after %d errors", i)
+		}
+		cl.observe(eps, eps[0], bad, 503)
+	}
+	if bad.ejectedUntil.Load() <= time.Now().UnixNano() {
+		t.Fatal("not ejected after 3 consecutive 5xx")
+	}
+	for range 100 {
+		if e := cl.pick(eps, 0, false, nil); e == eps[0] {
+			t.Fatal("ejected endpoint picked")
+		}
+	}
+	// max_ejection_percent 50 of 2: the second one stays.
+	good := cl.statsOf("w1")
+	for range 5 {
+		cl.observe(eps, eps[1], good, 500)
+	}
+	if good.ejectedUntil.Load() != 0 {
+		t.Error("ejected beyond max_ejection_percent")
+	}
+	// Every endpoint excluded: the waypoint still tries one (panic mode).
+	if cl.pick(eps[:1], 0, false, nil) != eps[0] {
+		t.Error("no endpoint when all are ejected")
+	}
+	// A success resets the count.
+	cl.observe(eps, eps[1], good, 200)
+	if good.consec5xx.Load() != 0 {
+		t.Error("success did not reset the error count")
+	}
+}
+
+func TestConnectionPoolLimits(t *testing.T) {
+	var cs clusters
+	cl := cs.get("svc", policy(t, &meshv1.TrafficPolicy{ConnectionPool: &meshv1.ConnectionPool{MaxConnections: 1, MaxPendingRequests: 1}}), nil)
+	if err := cl.acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cl.acquire(context.Background()) }()
+	// The second waits (pending); a third overflows at once.
+	deadline := time.Now().Add(10 * time.Second)
+	for cl.pending.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("second request is not pending")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := cl.acquire(context.Background()); !errors.Is(err, errOverflow) {
+		t.Fatalf("third request: %v, want overflow", err)
+	}
+	cl.release()
+	if err := <-waited; err != nil {
+		t.Fatalf("pending request: %v", err)
+	}
+	cl.release()
+
+	cl = cs.get("svc2", policy(t, &meshv1.TrafficPolicy{ConnectionPool: &meshv1.ConnectionPool{MaxRequests: 2}}), nil)
+	cl.acquire(context.Background())
+	cl.acquire(context.Background())
+	if err := cl.acquire(context.Background()); !errors.Is(err, errOverflow) {
+		t.Fatalf("max_requests: %v", err)
+	}
+}
+
+func TestSubsetEndpoints(t *testing.T) {
+	eps := endpoints(3)
+	var cs clusters
+	cl := cs.get("svc|v2", defaultTrafficPolicy, &subsetPolicy{name: "v2", workloads: map[string]bool{"w1": true, "w2": true}, tp: defaultTrafficPolicy})
+	got := cl.endpoints(eps)
+	if len(got) != 2 || got[0] != eps[1] || got[1] != eps[2] {
+		t.Fatalf("subset endpoints %v", got)
+	}
+	if again := cl.endpoints(eps); &again[0] != &got[0] {
+		t.Error("the filtered list is not cached")
+	}
+	if got := cl.endpoints(eps[:2]); len(got) != 1 {
+		t.Errorf("after the list changed: %d endpoints", len(got))
+	}
+}

@@ -10,9 +10,15 @@ import (
 	"github.com/ambit-mesh/ambit/internal/ztunnel/authz"
 )
 
-func exact(s string) *meshv1.StringMatch  { return &meshv1.StringMatch{Kind: &meshv1.StringMatch_Exact{Exact: s}} }
-func prefix(s string) *meshv1.StringMatch { return &meshv1.StringMatch{Kind: &meshv1.StringMatch_Prefix{Prefix: s}} }
-func anyMatch() *meshv1.StringMatch       { return &meshv1.StringMatch{Kind: &meshv1.StringMatch_Any{Any: true}} }
+func exact(s string) *meshv1.StringMatch {
+	return &meshv1.StringMatch{Kind: &meshv1.StringMatch_Exact{Exact: s}}
+}
+func prefix(s string) *meshv1.StringMatch {
+	return &meshv1.StringMatch{Kind: &meshv1.StringMatch_Prefix{Prefix: s}}
+}
+func anyMatch() *meshv1.StringMatch {
+	return &meshv1.StringMatch{Kind: &meshv1.StringMatch_Any{Any: true}}
+}
 
 func TestAuthorize(t *testing.T) {
 	const svc = "shop/echo.shop.svc.cluster.local"

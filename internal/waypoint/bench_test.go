@@ -142,7 +142,9 @@ func startBenchPath(tb testing.TB, h2c bool) *benchPath {
 	// Every HBONE dial of the waypoint reaches the backend's listener.
 	var d net.Dialer
 	proxy, err := New(Options{Identity: benchWaypoint, Store: store, Certificates: certs,
-		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) { return d.DialContext(ctx, network, bl.Addr().String()) }})
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, bl.Addr().String())
+		}})
 	if err != nil {
 		tb.Fatal(err)
 	}

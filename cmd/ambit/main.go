@@ -31,6 +31,7 @@ certificate authority.`,
 			analyzeCommand(),
 			appCommand(),
 			upCommand(), downCommand(), execCommand(), getCommand(), logsCommand(), internalCommand(),
+			waypointCommand(),
 			versionCommand(),
 		},
 	}

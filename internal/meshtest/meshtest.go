@@ -12,6 +12,7 @@ package meshtest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -68,6 +69,8 @@ type Mesh struct {
 	Bridge       *netns.NS
 	CA           *ca.CA
 	ControlPlane string // gRPC address
+	// ControlPlaneHTTP serves /debug/config (the pushed version).
+	ControlPlaneHTTP string
 	RootCertFile string
 	Pods         map[string]*Pod // by name
 	Ztunnels     map[string]ztunnel.Running
@@ -126,7 +129,7 @@ func Start(t *testing.T, opts Options) *Mesh {
 	go func() { cp.Run(cpCtx); close(m.cpDone) }()
 	t.Cleanup(m.StopControlPlane)
 	<-cp.Ready()
-	m.ControlPlane = cp.GRPCAddr()
+	m.ControlPlane, m.ControlPlaneHTTP = cp.GRPCAddr(), cp.HTTPAddr()
 	m.RootCertFile = filepath.Join(t.TempDir(), "root-cert.pem")
 	Must(t, os.WriteFile(m.RootCertFile, []byte(strings.Join(m.CA.TrustBundlePEM(), "")), 0o644))
 
@@ -223,6 +226,48 @@ func (m *Mesh) Apply(t *testing.T, name, yaml string) {
 func (m *Mesh) Remove(t *testing.T, name string) {
 	t.Helper()
 	Must(t, os.Remove(filepath.Join(m.Dir, name)))
+}
+
+// Version is the configuration version the control plane has pushed.
+func (m *Mesh) Version(t testing.TB) uint64 {
+	t.Helper()
+	var v struct{ Version uint64 }
+	Must(t, getJSON("http://"+m.ControlPlaneHTTP+"/debug/config", &v))
+	return v.Version
+}
+
+// Change applies a manifest (yaml empty: removes it) and waits until the
+// control plane has pushed it and every proxy whose admin endpoint is given
+// (address of /config_dump) has applied it.
+func (m *Mesh) Change(t testing.TB, name, yaml string, admins ...string) {
+	t.Helper()
+	before := m.Version(t)
+	if yaml == "" {
+		Must(t, os.Remove(filepath.Join(m.Dir, name)))
+	} else {
+		Must(t, os.WriteFile(filepath.Join(m.Dir, name), []byte(yaml), 0o644))
+	}
+	var now uint64
+	Eventually(t, name+" pushed", func() bool { now = m.Version(t); return now > before })
+	for _, a := range admins {
+		Eventually(t, name+" applied by "+a, func() bool {
+			var d struct{ ControlPlane struct{ Version uint64 } }
+			return getJSON("http://"+a+"/config_dump", &d) == nil && d.ControlPlane.Version >= now
+		})
+	}
+}
+
+func getJSON(url string, v any) error {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // Dialer dials from inside a pod (through its ztunnel when enrolled).

@@ -189,9 +189,10 @@ func (m *testMesh) get(t *testing.T, url string, header map[string]string) resul
 // the test ends it removes it and waits until gone says so.
 func (m *testMesh) routes(t *testing.T, name, yaml string, inForce, gone func() bool) {
 	t.Helper()
-	m.Apply(t, name, yaml)
+	admin := m.wp.AdminAddr.String()
+	m.Change(t, name, yaml, admin)
 	t.Cleanup(func() {
-		m.Remove(t, name)
+		m.Change(t, name, "", admin)
 		meshtest.Eventually(t, name+" removed", gone)
 	})
 	meshtest.Eventually(t, name+" in force", inForce)

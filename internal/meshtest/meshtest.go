@@ -71,9 +71,9 @@ type Mesh struct {
 	ControlPlane string // gRPC address
 	// ControlPlaneHTTP serves /debug/config (the pushed version).
 	ControlPlaneHTTP string
-	RootCertFile string
-	Pods         map[string]*Pod // by name
-	Ztunnels     map[string]ztunnel.Running
+	RootCertFile     string
+	Pods             map[string]*Pod // by name
+	Ztunnels         map[string]ztunnel.Running
 
 	cpCancel context.CancelFunc
 	cpDone   chan struct{}

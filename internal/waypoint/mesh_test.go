@@ -3,6 +3,7 @@
 package waypoint_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -84,6 +85,14 @@ spec:
   ports:
   - {name: http, port: 80, targetPort: 8080}
   - {name: grpc, port: 7070}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ws, namespace: shop, labels: {istio.io/use-waypoint: waypoint}}
+spec:
+  clusterIP: 10.96.0.13
+  selector: {app: echo, version: v1}
+  ports: [{name: http, port: 80, targetPort: 8081}]
 `
 
 type testMesh struct {
@@ -135,6 +144,14 @@ func startMesh(t *testing.T) *testMesh {
 		}))
 		t.Cleanup(srv.Close)
 	}
+	var ws net.Listener
+	meshtest.Must(t, v1.Do(func() error {
+		var err error
+		ws, err = net.Listen("tcp", ":8081")
+		return err
+	}))
+	t.Cleanup(func() { ws.Close() })
+	go serveUpgrades(ws)
 	m.wp = m.StartWaypoint(t, wp, "waypoint", m.access)
 	return m
 }
@@ -475,6 +492,73 @@ spec:
 			t.Errorf("stream end: %v", err)
 		}
 	})
+	t.Run("WebSocket upgrade passed through", func(t *testing.T) {
+		conn, err := m.client.Dialer()(context.Background(), "tcp", "10.96.0.13:80")
+		meshtest.Must(t, err)
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(conn, "GET /chat HTTP/1.1\r\nHost: ws\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 101 || resp.Header.Get("X-Upgraded-Path") != "/chat" {
+			t.Fatalf("upgrade: %v %v", resp, err)
+		}
+		for _, msg := range []string{"frame one", "frame two"} {
+			io.WriteString(conn, msg)
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+				t.Fatalf("echo over the upgraded connection: %q %v", got, err)
+			}
+		}
+	})
+	t.Run("DestinationRule subsets and mirror", func(t *testing.T) {
+		before := m.served.count("/mirrored")
+		m.routes(t, "subsets.yaml", `
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: shop}
+spec:
+  host: echo
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: shop}
+spec:
+  hosts: [echo]
+  http:
+  - match: [{uri: {prefix: /mirrored}}]
+    route: [{destination: {host: echo, subset: v1}}]
+    mirror: {host: echo, subset: v2}
+    mirrorPercentage: {value: 100}
+  - match: [{uri: {prefix: /hashed}}]
+    route: [{destination: {host: echo}}]
+  - route: [{destination: {host: echo, subset: v2}}]
+`, func() bool { return m.get(t, "http://10.96.0.10/sub", nil).echo.Pod == "echo-v2-0" },
+			func() bool { return m.status(t, "GET", "http://10.96.0.10/nothing") == 200 })
+		for range 20 {
+			if r := m.get(t, "http://10.96.0.10/sub", nil); r.echo.Pod != "echo-v2-0" {
+				t.Fatalf("subset v2 answered by %s", r.echo.Pod)
+			}
+		}
+		for _, user := range []string{"ann", "bob", "cid"} {
+			first := m.get(t, "http://10.96.0.10/hashed", map[string]string{"X-User": user}).echo.Pod
+			for range 10 {
+				if got := m.get(t, "http://10.96.0.10/hashed", map[string]string{"X-User": user}).echo.Pod; got != first {
+					t.Fatalf("consistent hash: user %s went to %s then %s", user, first, got)
+				}
+			}
+		}
+		r := m.do(t, m.httpClient(false), "POST", "http://10.96.0.10/mirrored", nil)
+		if r.echo.Pod != "echo-v1-0" {
+			t.Fatalf("mirrored request answered by %s", r.echo.Pod)
+		}
+		// The copy reaches v2 (the primary went to v1): two requests seen.
+		meshtest.Eventually(t, "mirror received", func() bool { return m.served.count("/mirrored")-before == 2 })
+	})
 	t.Run("metrics and access log", func(t *testing.T) {
 		resp, err := http.Get("http://" + m.wp.MetricsAddr.String() + "/metrics")
 		meshtest.Must(t, err)
@@ -496,6 +580,28 @@ spec:
 			}
 		}
 	})
+}
+
+// serveUpgrades answers HTTP/1.1 upgrade requests with 101 and then echoes
+// the upgraded connection's bytes, as a WebSocket echo server would.
+func serveUpgrades(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			br := bufio.NewReader(c)
+			req, err := http.ReadRequest(br)
+			if err != nil || !strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
+				io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Upgraded-Path: "+req.URL.Path+"\r\n\r\n")
+			io.Copy(c, br)
+		}()
+	}
 }
 
 // retriesSeen counts the requests the echo servers answered on /status/503.

@@ -93,6 +93,10 @@ func (a *accessLog) record(x *exchange, d time.Duration, reqBytes int64) {
 		b = appendField(b, "route_name", x.rule.r.GetOrigin())
 	}
 	b = append(b, "}\n"...)
+	// Whole lines only reach the writer, so readers never see half a line.
+	if a.w.Available() < len(b) {
+		a.w.Flush()
+	}
 	a.w.Write(b)
 	a.buf = b
 }

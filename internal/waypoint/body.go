@@ -14,7 +14,9 @@ import (
 // streams: nothing waits for it to be complete, and a body longer than the
 // bound simply cannot be replayed.
 type bodyTap struct {
-	mu       sync.Mutex
+	rmu sync.Mutex // serializes reads of src; never held with mu waited on
+	mu  sync.Mutex // guards the fields below
+
 	src      io.ReadCloser
 	kept     []byte
 	limit    int
@@ -57,21 +59,22 @@ type attemptBody struct {
 func (t *bodyTap) attempt() *attemptBody { return &attemptBody{t: t} }
 
 func (a *attemptBody) Read(p []byte) (int, error) {
+	if n, err, done := a.fromKept(p); done {
+		return n, err
+	}
+	// Read more of the original body. The state lock is not held while
+	// waiting for the client: a gRPC stream's next message may only come
+	// once the response to the last one has been seen, and deciding on that
+	// response looks at the tap.
 	t := a.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if a.detached {
-		return 0, errAttemptOver
-	}
-	if !t.overflow && a.off < len(t.kept) {
-		n := copy(p, t.kept[a.off:])
-		a.off += n
-		return n, nil
-	}
-	if t.eof {
-		return 0, io.EOF
+	t.rmu.Lock()
+	defer t.rmu.Unlock()
+	if n, err, done := a.fromKept(p); done { // another attempt read meanwhile
+		return n, err
 	}
 	n, err := t.src.Read(p)
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	t.n += int64(n)
 	if !t.overflow {
 		if len(t.kept)+n > t.limit {
@@ -85,6 +88,25 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 		t.eof = true
 	}
 	return n, err
+}
+
+// fromKept serves a read from what the tap kept; done is false when the
+// attempt has read all of it and the original body must be read on.
+func (a *attemptBody) fromKept(p []byte) (int, error, bool) {
+	t := a.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case a.detached:
+		return 0, errAttemptOver, true
+	case !t.overflow && a.off < len(t.kept):
+		n := copy(p, t.kept[a.off:])
+		a.off += n
+		return n, nil, true
+	case t.eof:
+		return 0, io.EOF, true
+	}
+	return 0, nil, false
 }
 
 // Close ends this attempt's reading; the original body stays open for the

@@ -111,7 +111,7 @@ func (x *exchange) serve() {
 		x.reply(http.StatusRequestURITooLong, "-", "request target too long\n")
 		return
 	}
-	if len(r.Header) > lim.MaxHeaders {
+	if headerCount(r.Header) > lim.MaxHeaders {
 		x.reply(http.StatusRequestHeaderFieldsTooLarge, "-", "too many request headers\n")
 		return
 	}
@@ -365,8 +365,8 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		defer cancel()
 	}
 	perTry := ms(rr.GetBackendTimeoutMs())
-	var retry *retryPolicy
-	if ru != nil {
+	retry := defaultRetry
+	if ru != nil && ru.retry != nil {
 		retry = ru.retry
 	}
 	if retry != nil && retry.perTry > 0 && (perTry == 0 || retry.perTry < perTry) {
@@ -674,16 +674,23 @@ func (x *exchange) upgraded(resp *http.Response) {
 		return
 	}
 	errc := make(chan error, 2)
+	var sent int64
 	go func() {
 		_, err := io.Copy(up, brw.Reader) // brw.Reader holds what the client sent ahead
 		errc <- err
 	}()
 	go func() {
-		n, err := io.Copy(conn, up)
-		x.respN += n
+		var err error
+		sent, err = io.Copy(conn, up)
 		errc <- err
 	}()
+	// Either side ending ends the upgraded connection: close both so the
+	// other copy returns too, and wait for it.
 	<-errc
+	conn.Close()
+	up.Close()
+	<-errc
+	x.respN += sent
 }
 
 // mirror sends copies of the request to the rule's mirrors, fire and
@@ -831,6 +838,16 @@ func (x *exchange) finish() {
 	if x.p.access != nil {
 		x.p.access.record(x, d, reqBytes)
 	}
+}
+
+// headerCount counts header fields as they arrived (a repeated name counts
+// each time), as Envoy's max_headers_count does.
+func headerCount(h http.Header) int {
+	n := 0
+	for _, vs := range h {
+		n += len(vs)
+	}
+	return n
 }
 
 func headerSize(h http.Header) int64 {

@@ -559,6 +559,31 @@ spec:
 		// The copy reaches v2 (the primary went to v1): two requests seen.
 		meshtest.Eventually(t, "mirror received", func() bool { return m.served.count("/mirrored")-before == 2 })
 	})
+	t.Run("bad requests get 400/431/414 and the waypoint carries on", func(t *testing.T) {
+		for _, c := range []struct {
+			raw  string
+			want int
+		}{
+			{"GET / HTTP/1.1\r\nHost: echo\r\nBad Header Line\r\n\r\n", 400},
+			{"GET / HTTP/1.1\r\nHost: echo\r\nContent-Length: -5\r\n\r\n", 400},
+			{"GET / HTTP/1.1\r\nHost: echo\r\nX-Big: " + strings.Repeat("a", 70<<10) + "\r\n\r\n", 431},
+			{"GET /" + strings.Repeat("p", 17<<10) + " HTTP/1.1\r\nHost: echo\r\n\r\n", 414},
+			{"GET / HTTP/1.1\r\nHost: echo\r\n" + strings.Repeat("X-Many: 1\r\n", 150) + "\r\n", 431},
+		} {
+			conn, err := m.client.Dialer()(context.Background(), "tcp", "10.96.0.10:80")
+			meshtest.Must(t, err)
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(conn, c.raw)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			conn.Close()
+			if err != nil || resp.StatusCode != c.want {
+				t.Errorf("%.40q: %v %v, want %d", c.raw, resp, err, c.want)
+			}
+		}
+		if r := m.get(t, "http://10.96.0.10/still-fine", nil); r.status != 200 {
+			t.Fatalf("after bad requests: %d", r.status)
+		}
+	})
 	t.Run("metrics and access log", func(t *testing.T) {
 		resp, err := http.Get("http://" + m.wp.MetricsAddr.String() + "/metrics")
 		meshtest.Must(t, err)

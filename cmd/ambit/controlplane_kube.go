@@ -63,8 +63,13 @@ func runKubeControlPlane(ctx context.Context, log *slog.Logger, k kubeFlags, caf
 	if err != nil {
 		return err
 	}
+	if err := kube.PublishRootCert(ctx, clients, k.namespace, authority); err != nil {
+		return err
+	}
 	opts := mesh(authority.TrustDomain())
 	opts.CA = authority
+	svc := "ambit-controlplane"
+	opts.ServingHosts = []string{svc, svc + "." + k.namespace, svc + "." + k.namespace + ".svc", svc + "." + k.namespace + ".svc.cluster.local", "localhost", "127.0.0.1", "::1"}
 	opts.Source = &kube.Source{Clients: clients, Log: log.With("component", "kube")}
 	opts.Authenticator = &ca.TokenReviewAuthenticator{
 		Reviews:         clients.Kube.AuthenticationV1().TokenReviews(),

@@ -10,6 +10,7 @@ import (
 )
 
 //go:generate go run ./gencrds crds
+//go:generate go run ./genchart ../../deploy/helm/ambit
 
 //go:embed crds/*.yaml
 var crdFS embed.FS

@@ -137,3 +137,29 @@ func resetDir(dir string) error {
 	}
 	return nil
 }
+
+// RootCertConfigMap is the ConfigMap, beside the CA Secret, in which the
+// control plane publishes the mesh's trust bundle for node proxies.
+const RootCertConfigMap = "ambit-root-cert"
+
+// PublishRootCert writes the CA's trust bundle (root-cert.pem) into the
+// RootCertConfigMap of namespace: the public half only, never the key.
+func PublishRootCert(ctx context.Context, cl *Clients, namespace string, authority *ca.CA) error {
+	var bundle string
+	for _, p := range authority.TrustBundlePEM() {
+		bundle += p
+	}
+	cm := &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Name: RootCertConfigMap, Namespace: namespace, Labels: map[string]string{"app.kubernetes.io/part-of": "ambit"}},
+		Data:       map[string]string{ca.RootCertFile: bundle},
+	}
+	u, err := ToUnstructured(cm)
+	if err != nil {
+		return err
+	}
+	if _, err := cl.NewApplier("ambit-controlplane").Apply(ctx, u, false); err != nil {
+		return fmt.Errorf("publish the trust bundle: %w", err)
+	}
+	return nil
+}

@@ -207,6 +207,8 @@ func startAPIServer(ctx context.Context, bin, dir, etcdURL string) (url string, 
 		"--service-cluster-ip-range", ServiceCIDR,
 		// The harness plays the kubelet: nothing mounts tokens into pods.
 		"--disable-admission-plugins", "ServiceAccount",
+		// As kubeadm and every managed cluster: node agents run privileged.
+		"--allow-privileged=true",
 		"--enable-priority-and-fairness=false",
 		"--profiling=false", "-v", "1")
 	logf, err := os.Create(filepath.Join(dir, "apiserver.log"))
@@ -289,41 +291,59 @@ func writeKubeconfig(path, url, token string) error {
 }
 
 var (
-	buildOnce sync.Once
-	buildPath string
-	buildErr  error
+	buildMu    sync.Mutex
+	buildCache = map[string]string{}
 )
 
 // APIServerBinary returns the path of kube-apiserver, building it on first
-// use. The binary is cached in the user's cache directory under a key of
-// the tools module's go.mod, go.sum and the Go version, so a checkout
-// builds it once (about 6 minutes on 2 cores) and every later run, and
-// every test package, reuses it. Concurrent test processes take turns on
-// a file lock; the second finds the first one's binary.
+// use (about 6 minutes on 2 cores). See ToolBinary.
 func APIServerBinary() (string, error) {
-	buildOnce.Do(func() { buildPath, buildErr = buildAPIServer() })
-	return buildPath, buildErr
+	return ToolBinary("apiserver", "k8s.io/kubernetes/cmd/kube-apiserver", apiserverLdflags)
 }
 
-func moduleDir() (string, error) {
+// HelmBinary returns the path of the helm CLI built from test/kube/helm.
+func HelmBinary() (string, error) {
+	return ToolBinary("helm", "helm.sh/helm/v3/cmd/helm", "-s -w")
+}
+
+// ToolBinary builds pkg from the tools module test/kube/<module> and
+// returns the binary's path. Binaries are cached in the user's cache
+// directory under a key of the module's go.mod, go.sum, the Go version and
+// ldflags, so a checkout builds each once and every later run, and every
+// test package, reuses it. Concurrent test processes take turns on a file
+// lock; the second finds the first one's binary.
+func ToolBinary(module, pkg, ldflags string) (string, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := buildCache[pkg]; ok {
+		return p, nil
+	}
+	p, err := buildTool(module, pkg, ldflags)
+	if err == nil {
+		buildCache[pkg] = p
+	}
+	return p, err
+}
+
+func moduleDir(module string) (string, error) {
 	_, file, _, ok := runtime.Caller(0)
 	if !ok {
-		return "", errors.New("cannot locate test/kube/apiserver")
+		return "", errors.New("cannot locate test/kube/" + module)
 	}
-	dir := filepath.Join(filepath.Dir(file), "..", "apiserver")
+	dir := filepath.Join(filepath.Dir(file), "..", module)
 	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
-		return "", fmt.Errorf("test/kube/apiserver: %w", err)
+		return "", fmt.Errorf("test/kube/%s: %w", module, err)
 	}
 	return dir, nil
 }
 
-// ldflags stamp the version (what discovery reports) and drop debug info.
-const ldflags = "-s -w -X k8s.io/component-base/version.gitVersion=" + KubernetesVersion +
+// apiserverLdflags stamp the version (what discovery reports) and drop debug info.
+const apiserverLdflags = "-s -w -X k8s.io/component-base/version.gitVersion=" + KubernetesVersion +
 	" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36" +
 	" -X k8s.io/component-base/version.gitTreeState=clean"
 
-func buildAPIServer() (string, error) {
-	mod, err := moduleDir()
+func buildTool(module, pkg, ldflags string) (string, error) {
+	mod, err := moduleDir(module)
 	if err != nil {
 		return "", err
 	}
@@ -345,8 +365,10 @@ func buildAPIServer() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(cacheRoot, "ambit", "kube-apiserver-"+KubernetesVersion+"-"+hex.EncodeToString(h.Sum(nil))[:16])
-	bin := filepath.Join(dir, "kube-apiserver")
+	h.Write([]byte(pkg))
+	name := filepath.Base(pkg)
+	dir := filepath.Join(cacheRoot, "ambit", name+"-"+hex.EncodeToString(h.Sum(nil))[:16])
+	bin := filepath.Join(dir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
@@ -363,16 +385,16 @@ func buildAPIServer() (string, error) {
 	}
 	start := time.Now()
 	tmp := bin + ".tmp"
-	cmd := exec.Command("go", "build", "-ldflags="+ldflags, "-o", tmp, "k8s.io/kubernetes/cmd/kube-apiserver")
+	cmd := exec.Command("go", "build", "-ldflags="+ldflags, "-o", tmp, pkg)
 	cmd.Dir = mod
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=readonly")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("building kube-apiserver %s in %s: %v\n%s", KubernetesVersion, mod, err, out)
+		return "", fmt.Errorf("building %s in %s: %v\n%s", pkg, mod, err, out)
 	}
 	if err := os.Rename(tmp, bin); err != nil {
 		return "", err
 	}
-	fmt.Fprintf(os.Stderr, "kubetest: built kube-apiserver %s in %s (cached in %s)\n", KubernetesVersion, time.Since(start).Round(time.Second), dir)
+	fmt.Fprintf(os.Stderr, "kubetest: built %s in %s (cached in %s)\n", pkg, time.Since(start).Round(time.Second), dir)
 	return bin, nil
 }

@@ -15,11 +15,11 @@ import (
 
 func nodeagentCommand() *cli.Command {
 	var (
-		a                 nodeagent.Agent
-		kubeconfig        string
-		binDir, confDir   string
-		pluginSrc         string
-		unchainOnExit bool
+		a               nodeagent.Agent
+		kubeconfig      string
+		binDir, confDir string
+		pluginSrc       string
+		unchainOnExit   bool
 	)
 	return &cli.Command{
 		Name:  "nodeagent",

@@ -255,4 +255,3 @@ func objects(o Options) []any {
 }
 
 func ptr[T any](v T) *T { return &v }
-

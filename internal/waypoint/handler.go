@@ -424,7 +424,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		var st *endpointStats
 		if c != nil {
 			eps := c.endpoints(x.view.Endpoints(dest.GetService()))
-			e = c.pick(eps, hash, hasHash, exclude)
+			e = c.pick(eps, &state.Request{Service: x.dstSvc, Port: sp, Source: x.view.WorkloadByIP(x.t.src)}, hash, hasHash, exclude)
 			if e == nil {
 				x.reply(http.StatusServiceUnavailable, "UH", "no healthy upstream")
 				return
@@ -730,7 +730,7 @@ func (p *Proxy) sendMirror(cfg *config, view *state.View, d *meshv1.Destination,
 		return
 	}
 	c, _ := p.clusterFor(cfg, d.GetService(), d.GetSubset())
-	e := c.pick(c.endpoints(view.Endpoints(d.GetService())), 0, false, nil)
+	e := c.pick(c.endpoints(view.Endpoints(d.GetService())), &state.Request{Service: svc, Port: sp, Source: view.WorkloadByIP(t.src)}, 0, false, nil)
 	if e == nil {
 		return
 	}

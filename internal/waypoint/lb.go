@@ -274,9 +274,25 @@ func (c *cluster) endpoints(eps []*state.Endpoint) []*state.Endpoint {
 // pick chooses an endpoint by the cluster's load balancer, avoiding ejected
 // endpoints and exclude (the endpoint a retried attempt failed on) while
 // any other remains. hash is the consistent-hash key (used when hasHash).
-func (c *cluster) pick(eps []*state.Endpoint, hash uint64, hasHash bool, exclude *state.Endpoint) *state.Endpoint {
+//
+// With the default policy (least request) and a first attempt, loc (the
+// destination Service and port and the client's workload) lets the
+// Service's locality preference (trafficDistribution, load_balancing) pick
+// the tier first, as the ztunnel does: the same LocalityChooser, with this
+// cluster's outstanding requests as the two-choices score and its outlier
+// ejections.
+func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, hasHash bool, exclude *state.Endpoint) *state.Endpoint {
 	n := len(eps)
 	if n == 0 {
+		return nil
+	}
+	if loc != nil && exclude == nil && c.tp.lb == lbLeastRequest {
+		r := *loc
+		r.Endpoints = eps
+		lc := state.LocalityChooser{Scorer: c, Ejector: c}
+		if i := lc.Choose(r); i >= 0 && i < n {
+			return eps[i]
+		}
 		return nil
 	}
 	now := time.Now().UnixNano()
@@ -314,6 +330,16 @@ func (c *cluster) pick(eps []*state.Endpoint, hash uint64, hasHash bool, exclude
 		}
 	}
 	return nil
+}
+
+// Score implements state.Scorer: outstanding requests.
+func (c *cluster) Score(e *state.Endpoint) float64 {
+	return float64(c.statsOf(e.Workload.GetUid()).active.Load())
+}
+
+// Ejected implements state.Ejector: outlier detection's verdict.
+func (c *cluster) Ejected(e *state.Endpoint) bool {
+	return c.tp.outlier != nil && c.statsOf(e.Workload.GetUid()).ejectedUntil.Load() > time.Now().UnixNano()
 }
 
 func scan(eps []*state.Endpoint, start int, ok func(*state.Endpoint) bool) *state.Endpoint {

@@ -61,7 +61,7 @@ func TestPick(t *testing.T) {
 			cl := cs.get("svc", policy(t, &meshv1.TrafficPolicy{LoadBalancer: c.lb}), nil)
 			counts := map[string]int{}
 			for range 4000 {
-				counts[cl.pick(eps, hashString("user-1"), true, nil).Workload.Uid]++
+				counts[cl.pick(eps, nil, hashString("user-1"), true, nil).Workload.Uid]++
 			}
 			c.check(t, counts)
 		})
@@ -75,7 +75,7 @@ func TestPickLeastRequestAvoidsBusy(t *testing.T) {
 	cl.statsOf("w0").active.Store(100)
 	counts := map[string]int{}
 	for range 1000 {
-		counts[cl.pick(eps, 0, false, nil).Workload.Uid]++
+		counts[cl.pick(eps, nil, 0, false, nil).Workload.Uid]++
 	}
 	// Two random choices: the busy one wins only when drawn twice (1/4).
 	if counts["w0"] > 320 {
@@ -89,11 +89,11 @@ func TestHashMovesFewKeys(t *testing.T) {
 	cl := cs.get("svc", policy(t, &meshv1.TrafficPolicy{LoadBalancer: &meshv1.LoadBalancerPolicy{HashCookie: "session"}}), nil)
 	before := map[int]string{}
 	for k := range 1000 {
-		before[k] = cl.pick(eps, hashString(fmt.Sprint(k)), true, nil).Workload.Uid
+		before[k] = cl.pick(eps, nil, hashString(fmt.Sprint(k)), true, nil).Workload.Uid
 	}
 	moved := 0
 	for k := range 1000 {
-		if cl.pick(eps[:9], hashString(fmt.Sprint(k)), true, nil).Workload.Uid != before[k] {
+		if cl.pick(eps[:9], nil, hashString(fmt.Sprint(k)), true, nil).Workload.Uid != before[k] {
 			moved++
 		}
 	}
@@ -118,7 +118,7 @@ func TestOutlierDetection(t *testing.T) {
 		t.Fatal("not ejected after 3 consecutive 5xx")
 	}
 	for range 100 {
-		if e := cl.pick(eps, 0, false, nil); e == eps[0] {
+		if e := cl.pick(eps, nil, 0, false, nil); e == eps[0] {
 			t.Fatal("ejected endpoint picked")
 		}
 	}
@@ -131,7 +131,7 @@ func TestOutlierDetection(t *testing.T) {
 		t.Error("ejected beyond max_ejection_percent")
 	}
 	// Every endpoint excluded: the waypoint still tries one (panic mode).
-	if cl.pick(eps[:1], 0, false, nil) != eps[0] {
+	if cl.pick(eps[:1], nil, 0, false, nil) != eps[0] {
 		t.Error("no endpoint when all are ejected")
 	}
 	// A success resets the count.
@@ -187,5 +187,32 @@ func TestSubsetEndpoints(t *testing.T) {
 	}
 	if got := cl.endpoints(eps[:2]); len(got) != 1 {
 		t.Errorf("after the list changed: %d endpoints", len(got))
+	}
+}
+
+// The default balancer honours the destination Service's locality
+// preference (trafficDistribution) relative to the client, as the ztunnel does.
+func TestPickPrefersClientZone(t *testing.T) {
+	loc := func(zone string) *meshv1.Locality { return &meshv1.Locality{Region: "r", Zone: zone} }
+	eps := []*state.Endpoint{
+		{Workload: &meshv1.Workload{Uid: "a1"}, Locality: loc("zone-a")},
+		{Workload: &meshv1.Workload{Uid: "a2"}, Locality: loc("zone-a")},
+		{Workload: &meshv1.Workload{Uid: "b1"}, Locality: loc("zone-b")},
+	}
+	svc := &meshv1.Service{LoadBalancing: &meshv1.LoadBalancing{Mode: meshv1.LoadBalancing_FAILOVER,
+		RoutingPreference: []meshv1.LoadBalancing_Scope{meshv1.LoadBalancing_REGION, meshv1.LoadBalancing_ZONE}}}
+	var cs clusters
+	cl := cs.get("svc", defaultTrafficPolicy, nil)
+	client := &meshv1.Workload{Locality: loc("zone-b")}
+	for range 100 {
+		if e := cl.pick(eps, &state.Request{Service: svc, Source: client}, 0, false, nil); e.Workload.Uid != "b1" {
+			t.Fatalf("picked %s, want the client's zone", e.Workload.Uid)
+		}
+	}
+	// Ejected: failover to the next tier.
+	cl = cs.get("svc2", policy(t, &meshv1.TrafficPolicy{OutlierDetection: &meshv1.OutlierDetection{Consecutive_5XxErrors: 1, MaxEjectionPercent: 100}}), nil)
+	cl.observe(eps, eps[2], cl.statsOf("b1"), 500)
+	if e := cl.pick(eps, &state.Request{Service: svc, Source: client}, 0, false, nil); e.Workload.Uid == "b1" {
+		t.Fatal("the ejected endpoint was picked")
 	}
 }

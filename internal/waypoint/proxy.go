@@ -380,9 +380,8 @@ func (p *Proxy) l4Target(cfg *config, view *state.View, t *tunnel) (netip.AddrPo
 		return t.authority, nil, nil // a workload: to itself
 	}
 	key := serviceKey(svc)
-	c, tp := p.clusterFor(cfg, key, "")
-	_ = tp
-	e := c.pick(c.endpoints(view.Endpoints(key)), 0, false, nil)
+	c, _ := p.clusterFor(cfg, key, "")
+	e := c.pick(c.endpoints(view.Endpoints(key)), &state.Request{Service: svc, Port: sp, Source: view.WorkloadByIP(t.src)}, 0, false, nil)
 	if e == nil {
 		return netip.AddrPort{}, svc, fmt.Errorf("Service %s has no healthy endpoint", key)
 	}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/netip"
 	"strings"
 	"testing"
@@ -54,7 +55,12 @@ var (
 
 const benchSvc = "shop/echo.shop.svc.cluster.local"
 
-func startBenchPath(tb testing.TB, h2c bool) *benchPath {
+func startBenchPath(tb testing.TB, h2c bool) *benchPath { return startBenchPathWith(tb, h2c, false) }
+
+// startBenchPathWith, with reverseProxy, serves the tunnels with
+// net/http/httputil.ReverseProxy instead of the waypoint's handler (same
+// HBONE, transports and endpoint), the yardstick the issue quotes.
+func startBenchPathWith(tb testing.TB, h2c, reverseProxy bool) *benchPath {
 	tb.Helper()
 	authority, err := ca.New(ca.Options{TrustDomain: "cluster.local"})
 	if err != nil {
@@ -148,6 +154,16 @@ func startBenchPath(tb testing.TB, h2c bool) *benchPath {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	if reverseProxy {
+		target := proxy.upstreamHost(netip.MustParseAddrPort("127.0.0.2:8080"), netip.MustParseAddr("127.0.0.1"))
+		rp := &httputil.ReverseProxy{Transport: proxy.h1, Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", target
+		}}
+		if h2c {
+			rp.Transport = proxy.h2
+		}
+		proxy.http.Handler = rp
+	}
 	wl, _ := net.Listen("tcp", "127.0.0.1:0")
 	go proxy.Serve(wl)
 	closers = append(closers, proxy.Close)
@@ -222,6 +238,23 @@ func BenchmarkRequestPath(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkReverseProxyPath is BenchmarkRequestPath with
+// httputil.ReverseProxy in the waypoint's place (no routing, no policy, no
+// metrics): the difference is the waypoint's handler against the standard
+// library's proxy.
+func BenchmarkReverseProxyPath(b *testing.B) {
+	bp := startBenchPathWith(b, false, true)
+	defer bp.close()
+	bp.get(b, "/warm")
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			bp.get(b, "/api/v2/items")
+		}
+	})
 }
 
 // BenchmarkRouteSelect: the router alone, on the conformance suite's

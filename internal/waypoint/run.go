@@ -13,9 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
 	"github.com/ambit-mesh/ambit/internal/hbone"
 	"github.com/ambit-mesh/ambit/internal/identity"
@@ -76,15 +73,9 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.ServiceAccount = cfg.Gateway
 	}
 	id := spiffe.ID{TrustDomain: cfg.TrustDomain, Namespace: cfg.Namespace, ServiceAccount: cfg.ServiceAccount}
-	bundle, err := identity.LoadBundle(cfg.RootCertFile)
+	conn, bundle, err := identity.DialControlPlane(cfg.ControlPlane, cfg.RootCertFile, cfg.TrustDomain, cfg.TokenFile)
 	if err != nil {
-		return fmt.Errorf("mesh roots: %w", err)
-	}
-	conn, err := grpc.NewClient(cfg.ControlPlane,
-		grpc.WithTransportCredentials(credentials.NewTLS(identity.ControlPlaneTLSConfig(bundle, cfg.TrustDomain))),
-		grpc.WithPerRPCCredentials(identity.NodeTokenCredentials(identity.TokenFromFile(cfg.TokenFile))))
-	if err != nil {
-		return fmt.Errorf("control plane %s: %w", cfg.ControlPlane, err)
+		return err
 	}
 	defer conn.Close()
 	gateway := cfg.Namespace + "/" + cfg.Gateway

@@ -249,11 +249,10 @@ func (c *cluster) statsOf(uid string) *endpointStats {
 }
 
 // endpoints narrows the Service's endpoints to the subset, caching the
-// result for as long as the Service's endpoint list is the same.
+// result for as long as the Service's endpoint list is the same. When the
+// list changes, the counters of endpoints that left are dropped, so a
+// long-running waypoint does not keep every pod it ever saw.
 func (c *cluster) endpoints(eps []*state.Endpoint) []*state.Endpoint {
-	if c.subset == nil {
-		return eps
-	}
 	var first *state.Endpoint
 	if len(eps) > 0 {
 		first = eps[0]
@@ -261,13 +260,26 @@ func (c *cluster) endpoints(eps []*state.Endpoint) []*state.Endpoint {
 	if fc := c.filtered.Load(); fc != nil && fc.src == first && fc.n == len(eps) {
 		return fc.out
 	}
-	out := make([]*state.Endpoint, 0, len(eps))
-	for _, e := range eps {
-		if c.subset.workloads[e.Workload.GetUid()] {
-			out = append(out, e)
+	out := eps
+	if c.subset != nil {
+		out = make([]*state.Endpoint, 0, len(eps))
+		for _, e := range eps {
+			if c.subset.workloads[e.Workload.GetUid()] {
+				out = append(out, e)
+			}
 		}
 	}
 	c.filtered.Store(&endpointCache{src: first, n: len(eps), out: out})
+	live := make(map[string]bool, len(out))
+	for _, e := range out {
+		live[e.Workload.GetUid()] = true
+	}
+	c.stats.Range(func(k, _ any) bool {
+		if !live[k.(string)] {
+			c.stats.Delete(k)
+		}
+		return true
+	})
 	return out
 }
 

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
@@ -109,6 +110,7 @@ type Proxy struct {
 	dial     hbone.DialFunc
 	clusters clusters
 	hosts    sync.Map // upstreamKey → string
+	nhosts   atomic.Int64
 	wg       sync.WaitGroup
 }
 
@@ -415,6 +417,8 @@ func (p *Proxy) clusterFor(cfg *config, svcKey, subset string) (*cluster, *traff
 	return p.clusters.get(key, tp, sp), tp
 }
 
+const maxHostCache = 1 << 16
+
 // Upstream connections are pooled by the HTTP transports per "host", which
 // the waypoint makes the pair (endpoint, original source): a tunnel to an
 // endpoint carries Forwarded: for=<source> and the source's baggage, so
@@ -431,6 +435,11 @@ func (p *Proxy) upstreamHost(dst netip.AddrPort, src netip.Addr) string {
 	}
 	d, s := dst.Addr().As16(), src.As16()
 	h := hex.EncodeToString(d[:]) + "." + hex.EncodeToString(s[:]) + ":" + strconv.Itoa(int(dst.Port()))
+	// A cache, bounded: clients and endpoints come and go.
+	if p.nhosts.Add(1) > maxHostCache {
+		p.hosts.Clear()
+		p.nhosts.Store(1)
+	}
 	p.hosts.Store(k, h)
 	return h
 }

@@ -411,6 +411,9 @@ spec:
   - match: [{uri: {prefix: /abort}}]
     fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
     route: [{destination: {host: echo-v2}}]
+  - match: [{uri: {prefix: /delayed}}]
+    fault: {delay: {fixedDelay: 300ms, percentage: {value: 100}}}
+    route: [{destination: {host: echo-v2}}]
   - route: [{destination: {host: echo-v2}}]
 `, func() bool { return m.status(t, "GET", "http://10.96.0.12/abort") == 418 },
 			func() bool { return m.status(t, "GET", "http://10.96.0.12/abort") == 200 })
@@ -418,6 +421,10 @@ spec:
 		r := m.get(t, "http://10.96.0.12/slow?delay=3s", nil)
 		if r.status != 504 || time.Since(start) > 2500*time.Millisecond {
 			t.Errorf("timeout: %d after %v, want 504 after about 200ms", r.status, time.Since(start))
+		}
+		start = time.Now()
+		if r := m.get(t, "http://10.96.0.12/delayed", nil); r.status != 200 || time.Since(start) < 300*time.Millisecond {
+			t.Errorf("fault delay: %d after %v, want 200 after at least 300ms", r.status, time.Since(start))
 		}
 		before := retriesSeen(t, m)
 		if r := m.get(t, "http://10.96.0.12/status/503", nil); r.status != 503 {

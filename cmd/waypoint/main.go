@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -70,6 +72,18 @@ Flags:
 	fs.IntVar(&cfg.Limits.MaxHeaders, "max-headers", 100, "most request header fields")
 	fs.IntVar(&cfg.Limits.MaxConcurrentStreams, "max-concurrent-streams", 1000, "HTTP/2 streams per client connection")
 	fs.DurationVar(&cfg.Limits.IdleTimeout, "idle-timeout", 5*time.Minute, "close client connections idle this long")
+	fs.Func("plain-http", "serve plaintext connections on `LOOPBACK:PORT=VIP:PORT` as tunnels to the Service VIP, to measure the waypoint as a bare HTTP hop (repeatable)", func(v string) error {
+		addr, dst, ok := strings.Cut(v, "=")
+		ap, err := netip.ParseAddrPort(dst)
+		if !ok || err != nil {
+			return fmt.Errorf("want LOOPBACK:PORT=DESTINATION:PORT, got %q", v)
+		}
+		if cfg.PlainHTTP == nil {
+			cfg.PlainHTTP = map[string]netip.AddrPort{}
+		}
+		cfg.PlainHTTP[addr] = ap
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return nil

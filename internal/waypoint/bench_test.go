@@ -275,3 +275,29 @@ func BenchmarkRouteSelect(b *testing.B) {
 		}
 	}
 }
+
+// The plaintext listener exists for benchmarks on loopback only.
+func TestServePlainLoopbackOnly(t *testing.T) {
+	authority, err := ca.New(ca.Options{TrustDomain: "cluster.local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := identity.NewManager(identity.Options{Client: directCA{authority}, Bundle: identity.NewBundle(authority.TrustBundle())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer certs.Close()
+	p, err := New(Options{Identity: benchWaypoint, Store: NewStore("shop/waypoint"), Certificates: certs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	l, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := p.ServePlain(l, netip.MustParseAddrPort("10.96.0.10:80")); err == nil || !strings.Contains(err.Error(), "only loopback") {
+		t.Fatalf("ServePlain on 0.0.0.0: %v", err)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ambit-mesh/ambit/internal/hbone"
 	"github.com/ambit-mesh/ambit/internal/spiffe"
 )
 
@@ -27,18 +26,25 @@ func tunnelFrom(ctx context.Context) *tunnel {
 	return t
 }
 
-// tunnelConn is an HBONE stream served as an HTTP connection. It replays
+// stream is what a tunnel carries: an *hbone.Stream, or for the plaintext
+// benchmarking listener a *net.TCPConn.
+type stream interface {
+	net.Conn
+	CloseWrite() error
+}
+
+// tunnelConn is a tunnel's stream served as an HTTP connection. It replays
 // the bytes protocol detection read, and reports when the HTTP server is
 // done with it (the tunnel's handler waits for that).
 type tunnelConn struct {
-	s      *hbone.Stream
+	s      stream
 	t      *tunnel
 	prefix []byte
 	closed chan struct{}
 	once   sync.Once
 }
 
-func newTunnelConn(s *hbone.Stream, t *tunnel, prefix []byte) *tunnelConn {
+func newTunnelConn(s stream, t *tunnel, prefix []byte) *tunnelConn {
 	return &tunnelConn{s: s, t: t, prefix: prefix, closed: make(chan struct{})}
 }
 
@@ -51,10 +57,15 @@ func (c *tunnelConn) Read(p []byte) (int, error) {
 	return c.s.Read(p)
 }
 
-func (c *tunnelConn) Write(p []byte) (int, error)         { return c.s.Write(p) }
-func (c *tunnelConn) ReadFrom(r io.Reader) (int64, error) { return c.s.ReadFrom(r) }
-func (c *tunnelConn) CloseWrite() error                   { return c.s.CloseWrite() }
-func (c *tunnelConn) LocalAddr() net.Addr                 { return net.TCPAddrFromAddrPort(c.t.authority) }
+func (c *tunnelConn) Write(p []byte) (int, error) { return c.s.Write(p) }
+func (c *tunnelConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.s.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.s}, r)
+}
+func (c *tunnelConn) CloseWrite() error   { return c.s.CloseWrite() }
+func (c *tunnelConn) LocalAddr() net.Addr { return net.TCPAddrFromAddrPort(c.t.authority) }
 func (c *tunnelConn) RemoteAddr() net.Addr {
 	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(c.t.src, 0))
 }
@@ -122,7 +133,7 @@ const detectTimeout = time.Second
 // detect reads the first bytes of a stream: an HTTP/1 request line or the
 // HTTP/2 preface means HTTP, anything else (or silence) TCP. It returns the
 // bytes read, to be replayed.
-func detect(s *hbone.Stream) (detected, []byte) {
+func detect(s stream) (detected, []byte) {
 	buf := make([]byte, 0, 16)
 	s.SetReadDeadline(time.Now().Add(detectTimeout))
 	defer s.SetReadDeadline(time.Time{})

@@ -203,6 +203,38 @@ func (p *Proxy) transport(h2 bool) *http.Transport {
 // Serve accepts HBONE connections on l until Shutdown or Close.
 func (p *Proxy) Serve(l net.Listener) error { return p.hbone.Serve(l) }
 
+// ServePlain serves plaintext connections on l as if each were a tunnel
+// to authority from an unauthenticated client at its source address. It
+// exists to measure the waypoint as a bare HTTP hop against other proxies
+// (bench/) and refuses anything but a loopback listener: mesh traffic never
+// arrives in plaintext.
+func (p *Proxy) ServePlain(l net.Listener, authority netip.AddrPort) error {
+	if a := addrOf(l.Addr()).Addr(); !a.IsLoopback() {
+		return fmt.Errorf("waypoint: plaintext listener on %s: only loopback addresses are allowed", l.Addr())
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			t := &tunnel{src: addrOf(c.RemoteAddr()).Addr(), authority: authority}
+			cfg, view := p.store.config(), p.store.state.View()
+			if cfg == nil {
+				c.Close()
+				return
+			}
+			proto, err := p.tunnelProtocol(cfg, view, authority)
+			if err != nil {
+				p.log.Warn("plaintext connection refused", "reason", err)
+				c.Close()
+				return
+			}
+			p.serveStream(context.Background(), t, c.(*net.TCPConn), proto, p.log)
+		}()
+	}
+}
+
 // Metrics returns the request metrics.
 func (p *Proxy) Metrics() *telemetry.HTTPMetrics { return p.metrics }
 
@@ -255,6 +287,12 @@ func (p *Proxy) handleTunnel(ctx context.Context, r *hbone.Request) {
 	if err != nil {
 		return
 	}
+	p.serveStream(ctx, t, s, proto, logger)
+}
+
+// serveStream serves an accepted tunnel: HTTP through the HTTP server, or
+// L4 relay.
+func (p *Proxy) serveStream(ctx context.Context, t *tunnel, s stream, proto meshv1.AppProtocol, logger *slog.Logger) {
 	var prefix []byte
 	if proto == meshv1.AppProtocol_APP_PROTOCOL_UNSPECIFIED {
 		var d detected
@@ -318,7 +356,7 @@ func serviceKey(svc *meshv1.Service) string { return svc.GetNamespace() + "/" + 
 
 // relayTCP relays a tunnel to an endpoint of its destination at L4, after
 // the L4 half of the L7 policies.
-func (p *Proxy) relayTCP(ctx context.Context, t *tunnel, s *hbone.Stream, prefix []byte, logger *slog.Logger) {
+func (p *Proxy) relayTCP(ctx context.Context, t *tunnel, s stream, prefix []byte, logger *slog.Logger) {
 	cfg := p.store.config()
 	view := p.store.state.View()
 	labels := telemetry.TCPLabels{Reporter: "waypoint", RequestProtocol: "tcp", ConnectionSecurityPolicy: "mutual_tls", ResponseFlags: "-"}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,11 @@ type Config struct {
 	// AdminAddr serves /config_dump (keep it on localhost); MetricsAddr
 	// /metrics; ReadyAddr /healthz/ready.
 	AdminAddr, MetricsAddr, ReadyAddr string
+	// PlainHTTP maps loopback listen addresses to destinations
+	// ("127.0.0.1:18080" → Service VIP:port): plaintext connections there
+	// are served as tunnels to that destination, to measure the waypoint as
+	// a bare HTTP hop (bench/). Empty in production.
+	PlainHTTP map[string]netip.AddrPort
 	// AccessLog receives one JSON line per request; nil disables it.
 	AccessLog io.Writer
 	Limits    Limits
@@ -117,8 +123,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("HBONE listener: %w", err)
 	}
 	running.HBONEAddr = hl.Addr()
-	errc := make(chan error, 4)
+	errc := make(chan error, 4+len(cfg.PlainHTTP))
 	go func() { errc <- proxy.Serve(hl) }()
+	for addr, dst := range cfg.PlainHTTP {
+		pl, err := listen("tcp", addr)
+		if err != nil {
+			proxy.Close()
+			return fmt.Errorf("plaintext listener: %w", err)
+		}
+		go func() { errc <- proxy.ServePlain(pl, dst) }()
+		defer pl.Close()
+	}
 
 	var draining atomic.Bool
 	var servers []*http.Server

@@ -37,3 +37,16 @@ generate: tools
 
 clean:
 	rm -rf $(BIN) $(TOOLS)
+
+# Container image without a container engine: static binaries in one layer,
+# written as an OCI archive (push with `crane push bin/ambit-image.tar REF`).
+IMAGE ?= ghcr.io/ambit-mesh/ambit:latest
+.PHONY: image kube-test
+image:
+	rm -rf $(BIN)/image && mkdir -p $(BIN)/image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/image/ ./cmd/ambit ./cmd/ztunnel ./cmd/ambit-cni
+	$(GO) run ./internal/install/mkimage -bin $(BIN)/image -o $(BIN)/ambit-image.tar -tag $(IMAGE)
+
+# The Kubernetes tests alone (a real kube-apiserver, built once and cached, and etcd).
+kube-test:
+	$(GO) test -count=1 ./internal/kube/... ./internal/ca/... ./internal/waypointctl/... ./internal/nodeagent/... ./internal/install/... ./internal/cni/... ./test/kube/...

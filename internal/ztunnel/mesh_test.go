@@ -582,6 +582,35 @@ func TestMesh(t *testing.T) {
 			t.Errorf("plaintext to a waypoint-bound pod went through: %q", got)
 		}
 	})
+	t.Run("client address out of source ports: connect from the pod's address", func(t *testing.T) {
+		// One ephemeral port in the server pod: a connection from the client
+		// holds it, so the next one cannot use the client's address.
+		portRange := func(v string) error {
+			return netns.Do(m.server.ns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte(v), 0o644) })
+		}
+		var old []byte
+		must(t, netns.Do(m.server.ns, func() (err error) {
+			old, err = os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+			return err
+		}))
+		must(t, portRange("40000 40000"))
+		defer func() { must(t, portRange(strings.TrimSpace(string(old)))) }()
+		held, err := m.dial(t, m.client, "10.96.0.10:9000")
+		must(t, err)
+		defer held.Close()
+		held.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(held, "x")
+		if _, err := io.ReadFull(held, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		got := m.whoami(t, m.client, "10.96.0.10:80")
+		if !strings.HasPrefix(got, "10.244.2.2:") {
+			t.Fatalf("with no port left for the client's address the server saw %q, want the pod's own address", got)
+		}
+		if !strings.Contains(m.logs.String(), "no free port to connect from the client's address") {
+			t.Error("the fallback was not logged")
+		}
+	})
 	t.Run("control plane down: new connections still work", func(t *testing.T) {
 		m.stopControlPlane()
 		for range 3 {

@@ -2,9 +2,11 @@ package ztunnel
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
+	"syscall"
 	"time"
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
@@ -218,13 +220,33 @@ func (p *Proxy) refused(labels telemetry.TCPLabels, flag string) {
 
 // dialApp connects to the application inside the pod from the original
 // client's address (IP_TRANSPARENT), so the application sees who called.
+//
+// The source port is the kernel's choice (bind to port 0), never the
+// client's own: two peers using the same ip:port, or a client reusing a
+// port whose earlier connection is in TIME_WAIT, cannot collide. What can
+// run out is the ephemeral range for one client address (every connection
+// from it, open or in TIME_WAIT, holds a port); then, as Istio's ztunnel
+// does, the connection is made from the pod's own address instead of being
+// refused, and that is logged.
 func (p *Proxy) dialApp(ctx context.Context, pd *pod, dst netip.AddrPort, client netip.Addr) (*net.TCPConn, error) {
 	opts := netns.SocketOptions{Mark: redirect.ZtunnelMark, Timeout: dialTimeout}
-	if client.IsValid() && client.Is4() == dst.Addr().Is4() {
-		opts.Transparent = true
-		opts.Source = netip.AddrPortFrom(client, 0)
+	if !client.IsValid() || client.Is4() != dst.Addr().Is4() {
+		return netns.DialTCP(ctx, pd.ns, dst, opts)
 	}
-	return netns.DialTCP(ctx, pd.ns, dst, opts)
+	transparent := opts
+	transparent.Transparent = true
+	transparent.Source = netip.AddrPortFrom(client, 0)
+	c, err := netns.DialTCP(ctx, pd.ns, dst, transparent)
+	if err != nil && (errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL)) {
+		p.log.Warn("inbound: no free port to connect from the client's address; connecting from the pod's own address",
+			"pod", pd.info.String(), "client", client.String(), "dst", dst.String(), "error", err)
+		// Bound explicitly: bind(2) picks a port free for this address,
+		// where connect(2)'s own choice would skip every port the client's
+		// address holds.
+		opts.Source = netip.AddrPortFrom(dst.Addr(), 0)
+		return netns.DialTCP(ctx, pd.ns, dst, opts)
+	}
+	return c, err
 }
 
 // relay copies both ways with half-close and counts the bytes: "received"

@@ -318,14 +318,7 @@ func TestPoolDrainsOnCertificateRenewal(t *testing.T) {
 		t.Errorf("%d pooled connections, want 1 (the old one drained)", n)
 	}
 	s.Close()
-	old.Write([]byte("x"))
-	if _, err := io.ReadFull(old, make([]byte, 1)); err != nil {
-		t.Fatalf("the tunnel on the drained connection broke: %v", err)
-	}
-	old.CloseWrite()
-	io.ReadAll(old)
-	old.Close()
-	eventually(t, "the drained connection to close", func() bool { return old.c.isClosed() })
+	finishOnDrained(t, old)
 }
 
 // Server.Drain: matching connections get GOAWAY (the pool dials anew) and
@@ -344,7 +337,14 @@ func TestServerDrain(t *testing.T) {
 		t.Fatal("a new tunnel went on the drained connection")
 	}
 	s.Close()
-	old.Write([]byte("y"))
+	finishOnDrained(t, old)
+}
+
+// finishOnDrained checks that a tunnel on a drained connection still
+// carries bytes, ends it, and waits for the connection to close.
+func finishOnDrained(t *testing.T, old *Stream) {
+	t.Helper()
+	old.Write([]byte("x"))
 	if _, err := io.ReadFull(old, make([]byte, 1)); err != nil {
 		t.Fatalf("the tunnel on the drained connection broke: %v", err)
 	}

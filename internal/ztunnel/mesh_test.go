@@ -373,7 +373,7 @@ func TestMesh(t *testing.T) {
 		if string(b) != marker {
 			t.Fatalf("echo returned %q", b)
 		}
-		if capture.seen() {
+		if capture.seen(t, m) {
 			t.Fatal("the marker crossed the link between nodes in clear")
 		}
 		if capture.packets() == 0 {
@@ -874,13 +874,30 @@ func (d directCA) CreateCertificate(ctx context.Context, req *meshv1.Certificate
 	return &meshv1.CertificateResponse{CertChain: issued.ChainPEM(), TrustBundle: d.ca.TrustBundlePEM()}, nil
 }
 
-// capture watches every frame on the bridge namespace's interfaces for a marker.
+// capture watches every frame on the bridge namespace's interfaces for a
+// marker (and for the sentinel of sync).
 type capture struct {
-	found atomic.Bool
-	n     atomic.Int64
+	found, synced atomic.Bool
+	n             atomic.Int64
 }
 
-func (c *capture) seen() bool     { time.Sleep(200 * time.Millisecond); return c.found.Load() }
+// captureSentinel crosses the bridge in clear when sync asks for it.
+const captureSentinel = "AMBIT-CAPTURE-SENTINEL-0b6d"
+
+// seen reports whether the marker crossed in clear in any frame sent
+// before the call: it sends a plaintext sentinel across the bridge (from
+// the pod outside the mesh) and waits until the capture has read it, so
+// every earlier frame has been read too.
+func (c *capture) seen(t *testing.T, m *testMesh) bool {
+	t.Helper()
+	conn, err := m.dial(t, m.outside, "10.244.1.2:9")
+	must(t, err)
+	io.WriteString(conn, captureSentinel)
+	eventually(t, "the capture to read the sentinel", c.synced.Load)
+	conn.Close()
+	return c.found.Load()
+}
+
 func (c *capture) packets() int64 { return c.n.Load() }
 
 func startCapture(t *testing.T, ns *netns.NS, marker string) *capture {
@@ -906,6 +923,9 @@ func startCapture(t *testing.T, ns *netns.NS, marker string) *capture {
 			c.n.Add(1)
 			if bytes.Contains(buf[:n], []byte(marker)) {
 				c.found.Store(true)
+			}
+			if bytes.Contains(buf[:n], []byte(captureSentinel)) {
+				c.synced.Store(true)
 			}
 		}
 	}()

@@ -2,6 +2,7 @@ package waypoint
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -300,4 +301,66 @@ func TestServePlainLoopbackOnly(t *testing.T) {
 	if err := p.ServePlain(l, netip.MustParseAddrPort("10.96.0.10:80")); err == nil || !strings.Contains(err.Error(), "only loopback") {
 		t.Fatalf("ServePlain on 0.0.0.0: %v", err)
 	}
+}
+
+// BenchmarkPlainHop is the waypoint as a bare HTTP hop (the plaintext
+// benchmarking listener, a backend outside the mesh): what bench/waypoint.sh
+// compares with nginx and haproxy, here in one process. POST 1 KiB, 1 KiB back.
+func BenchmarkPlainHop(b *testing.B) {
+	authority, err := ca.New(ca.Options{TrustDomain: "cluster.local"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	certs, err := identity.NewManager(identity.Options{Client: directCA{authority}, Bundle: identity.NewBundle(authority.TrustBundle())})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer certs.Close()
+	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { b, err := io.ReadAll(r.Body); if len(b) != 1024 { println("backend got", len(b), r.ContentLength, fmt.Sprint(err), r.Header.Get("Transfer-Encoding"), fmt.Sprint(r.TransferEncoding)) }; w.Write(b) })}
+	bl, _ := net.Listen("tcp", "127.0.0.1:0")
+	go backend.Serve(bl)
+	defer backend.Close()
+	bport := uint32(bl.Addr().(*net.TCPAddr).Port)
+	store := NewStore("shop/waypoint")
+	err = store.Apply(&xds.Update{Version: 1, Types: []xds.TypeUpdate{
+		{TypeURL: meshv1.TypeService, Upserts: []xds.Resource{{Name: benchSvc, Message: &meshv1.Service{Name: "echo", Namespace: "shop", Hostname: "echo.shop.svc.cluster.local",
+			Addresses: []string{"10.96.0.10"}, Ports: []*meshv1.ServicePort{{Port: 80, TargetPort: bport, AppProtocol: meshv1.AppProtocol_HTTP}}}}}},
+		{TypeURL: meshv1.TypeWorkload, Upserts: []xds.Resource{{Name: "c/Pod/shop/echo", Message: &meshv1.Workload{Uid: "c/Pod/shop/echo", Name: "echo", Namespace: "shop",
+			Addresses: []string{"127.0.0.1"}, Services: map[string]*meshv1.PortList{benchSvc: {Ports: []*meshv1.Port{{ServicePort: 80, TargetPort: bport}}}}}}}},
+		{TypeURL: meshv1.TypeWaypointConfig, Upserts: []xds.Resource{{Name: "shop/waypoint", Message: &meshv1.WaypointConfig{Name: "waypoint", Namespace: "shop",
+			Services: []*meshv1.ServiceRoutes{{Service: benchSvc, Ports: []*meshv1.PortRoutes{{Port: 80, Protocol: meshv1.AppProtocol_HTTP,
+				Rules: []*meshv1.RouteRule{{Backends: []*meshv1.WeightedBackend{{Destination: &meshv1.Destination{Service: benchSvc, Port: 80}, Weight: 1}}}}}}}}}}}},
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := New(Options{Identity: benchWaypoint, Store: store, Certificates: certs})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	pl, _ := net.Listen("tcp", "127.0.0.1:0")
+	go p.ServePlain(pl, netip.MustParseAddrPort("10.96.0.10:80"))
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	url := "http://" + pl.Addr().String() + "/echo"
+	body := strings.Repeat("x", 1024)
+	post := func() {
+		resp, err := client.Post(url, "application/octet-stream", strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || n != 1024 {
+			b.Fatalf("%d, %d bytes", resp.StatusCode, n)
+		}
+	}
+	post()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			post()
+		}
+	})
 }

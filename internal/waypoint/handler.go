@@ -1,6 +1,7 @@
 package waypoint
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -373,14 +374,27 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		perTry = retry.perTry
 	}
 
-	// The body: tapped when it may be sent again (retries, mirrors).
+	// The body. A small one of declared length (the common HTTP/1.1 case)
+	// is read first and sent from memory: one write upstream instead of
+	// headers and body apart, and trivially sent again for retries and
+	// mirrors. Others stream, tapped when they may be sent again.
+	var whole []byte
 	var tap *bodyTap
 	var counted *countingBody
 	hasBody := r.Body != nil && r.Body != http.NoBody
-	if hasBody && (retry != nil || len(rr.GetMirrors()) > 0) {
+	switch {
+	case hasBody && r.ContentLength > 0 && r.ContentLength <= int64(x.p.limits.BufferBytes) && r.Header.Get("Expect") == "":
+		whole = make([]byte, r.ContentLength)
+		n, err := io.ReadFull(r.Body, whole)
+		x.reqBody = func() int64 { return int64(n) }
+		if err != nil {
+			x.status, x.flags = 499, "DC" // the client went away mid-body
+			return
+		}
+	case hasBody && (retry != nil || len(rr.GetMirrors()) > 0):
 		tap = newBodyTap(r.Body, x.p.limits.BufferBytes)
 		x.reqBody = tap.bytesRead
-	} else if hasBody {
+	case hasBody:
 		counted = &countingBody{ReadCloser: r.Body}
 		x.reqBody = counted.n.Load
 	}
@@ -454,6 +468,8 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 			Header: r.Header, Host: host, ContentLength: r.ContentLength, Trailer: r.Trailer,
 		}
 		switch {
+		case whole != nil:
+			out.Body = io.NopCloser(bytes.NewReader(whole))
 		case tap != nil:
 			out.Body = tap.attempt()
 		case counted != nil:
@@ -494,7 +510,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 			}
 			// The attempt's cancel runs when the response is done.
 			x.respond(resp, rr, be, upgrade, func() { acancel(); x.release(c, st) })
-			x.mirror(rr, dest, tap, host, path, rawPath)
+			x.mirror(rr, tap, whole, host, path, rawPath)
 			return
 		}
 		acancel()
@@ -697,12 +713,12 @@ func (x *exchange) upgraded(resp *http.Response) {
 // forget, with "-shadow" appended to the Host as Envoy does. A body not
 // completely kept (longer than the buffer, or still streaming) is not
 // mirrored.
-func (x *exchange) mirror(rr *meshv1.RouteRule, dest *meshv1.Destination, tap *bodyTap, host, path, rawPath string) {
+func (x *exchange) mirror(rr *meshv1.RouteRule, tap *bodyTap, whole []byte, host, path, rawPath string) {
 	for _, m := range rr.GetMirrors() {
 		if !roll(m.GetPercent()) {
 			continue
 		}
-		var body []byte
+		body := whole
 		if tap != nil {
 			b, ok := tap.complete()
 			if !ok {

@@ -316,7 +316,13 @@ func BenchmarkPlainHop(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer certs.Close()
-	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { b, err := io.ReadAll(r.Body); if len(b) != 1024 { println("backend got", len(b), r.ContentLength, fmt.Sprint(err), r.Header.Get("Transfer-Encoding"), fmt.Sprint(r.TransferEncoding)) }; w.Write(b) })}
+	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if len(b) != 1024 {
+			println("backend got", len(b), r.ContentLength, fmt.Sprint(err), r.Header.Get("Transfer-Encoding"), fmt.Sprint(r.TransferEncoding))
+		}
+		w.Write(b)
+	})}
 	bl, _ := net.Listen("tcp", "127.0.0.1:0")
 	go backend.Serve(bl)
 	defer backend.Close()

@@ -787,10 +787,13 @@ func startMesh(ctx context.Context, work string, enrol []enrolment, pods map[str
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		p, err := startEnv("ztunnel-"+n.node, nil, strings.Fields(*flagZEnv), n.bin, "--node", n.node, "--control-plane", cp.GRPCAddr(),
+		args := []string{"--node", n.node, "--control-plane", cp.GRPCAddr(),
 			"--token-file", tok, "--root-cert", rootPEM, "--trust-domain", "cluster.local", "--agent-socket", socket,
-			"--admin-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--ready-addr", "127.0.0.1:0", "--drain-timeout", "1s",
-			"--pprof-addr", pprofAddr(i))
+			"--admin-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--ready-addr", "127.0.0.1:0", "--drain-timeout", "1s"}
+		if *flagPprof != 0 { // older builds (-ztunnel2) may not know the flag
+			args = append(args, "--pprof-addr", fmt.Sprintf("127.0.0.1:%d", *flagPprof+i))
+		}
+		p, err := startEnv("ztunnel-"+n.node, nil, strings.Fields(*flagZEnv), n.bin, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -820,13 +823,6 @@ func startMesh(ctx context.Context, work string, enrol []enrolment, pods map[str
 		}
 	}
 	return procs, nil
-}
-
-func pprofAddr(i int) string {
-	if *flagPprof == 0 {
-		return ""
-	}
-	return fmt.Sprintf("127.0.0.1:%d", *flagPprof+i)
 }
 
 // --- perf profile ----------------------------------------------------------

@@ -3,9 +3,7 @@
 package nodeagent_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,10 +14,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -29,30 +24,6 @@ import (
 	"github.com/ambit-mesh/ambit/internal/redirect"
 	"github.com/ambit-mesh/ambit/test/kube/kubetest"
 )
-
-// nsExec runs CNI plugins inside the test's node namespace, as a runtime
-// on that node would: the bridge the main plugin creates lives there, never
-// in the host's namespace.
-type nsExec struct {
-	invoke.RawExec
-	version.PluginDecoder
-	node *netns.NS
-}
-
-func (e *nsExec) ExecPlugin(ctx context.Context, plugin string, stdin []byte, env []string) ([]byte, error) {
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, plugin)
-	cmd.Env, cmd.Stdin, cmd.Stdout, cmd.Stderr = env, bytes.NewReader(stdin), &stdout, &stderr
-	if err := netns.RunCmd(e.node, cmd); err != nil {
-		// A plugin's error is JSON on stdout (CNI spec).
-		var perr types.Error
-		if json.Unmarshal(stdout.Bytes(), &perr) == nil && perr.Msg != "" {
-			return nil, &perr
-		}
-		return nil, fmt.Errorf("%s: %v: %s%s", filepath.Base(plugin), err, stdout.String(), stderr.String())
-	}
-	return stdout.Bytes(), nil
-}
 
 // fakeZtunnel speaks the real node-agent protocol (redirect.DialAgent) and
 // records what it is given, checking each namespace is a real one.
@@ -179,7 +150,7 @@ func TestCNIAndLiveEnrolment(t *testing.T) {
 	t.Cleanup(func() { conn.Close() })
 
 	node := netnstest.New(t)
-	cniConf := libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(dir, "cache"), &nsExec{node: node})
+	cniConf := libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(dir, "cache"), &kubetest.NetnsExec{NS: node})
 	list, err := libcni.ConfListFromBytes(fmt.Appendf(nil, `{
 		"cniVersion": "1.0.0", "name": "k8s-pod-network",
 		"plugins": [

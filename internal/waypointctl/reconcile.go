@@ -216,27 +216,37 @@ func (c *Controller) gatewayStatus(ctx context.Context, g *gatewayv1.Gateway, st
 
 func (c *Controller) httpRouteStatus(ctx context.Context, r *gatewayv1.HTTPRoute, parents []gatewayv1.RouteParentStatus) error {
 	api := c.Clients.Gateway.GatewayV1().HTTPRoutes(r.Namespace)
-	return ignoreGone(retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cur, err := api.Get(ctx, r.Name, metav1.GetOptions{})
-		if err != nil {
+	return writeRouteStatus(ctx, parents,
+		func() (*gatewayv1.HTTPRoute, error) { return api.Get(ctx, r.Name, metav1.GetOptions{}) },
+		func(cur *gatewayv1.HTTPRoute) *gatewayv1.RouteStatus { return &cur.Status.RouteStatus },
+		func(cur *gatewayv1.HTTPRoute) error {
+			_, err := api.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
 			return err
-		}
-		cur.Status.Parents = mergeParents(cur.Status.Parents, parents)
-		_, err = api.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
-		return err
-	}))
+		})
 }
 
 func (c *Controller) grpcRouteStatus(ctx context.Context, r *gatewayv1.GRPCRoute, parents []gatewayv1.RouteParentStatus) error {
 	api := c.Clients.Gateway.GatewayV1().GRPCRoutes(r.Namespace)
+	return writeRouteStatus(ctx, parents,
+		func() (*gatewayv1.GRPCRoute, error) { return api.Get(ctx, r.Name, metav1.GetOptions{}) },
+		func(cur *gatewayv1.GRPCRoute) *gatewayv1.RouteStatus { return &cur.Status.RouteStatus },
+		func(cur *gatewayv1.GRPCRoute) error {
+			_, err := api.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+			return err
+		})
+}
+
+// writeRouteStatus merges our parents into a route's current status and
+// writes it, retrying on conflicts; a route deleted meanwhile is no error.
+func writeRouteStatus[R any](ctx context.Context, parents []gatewayv1.RouteParentStatus, get func() (R, error), status func(R) *gatewayv1.RouteStatus, update func(R) error) error {
 	return ignoreGone(retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cur, err := api.Get(ctx, r.Name, metav1.GetOptions{})
+		cur, err := get()
 		if err != nil {
 			return err
 		}
-		cur.Status.Parents = mergeParents(cur.Status.Parents, parents)
-		_, err = api.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
-		return err
+		st := status(cur)
+		st.Parents = mergeParents(st.Parents, parents)
+		return update(cur)
 	}))
 }
 

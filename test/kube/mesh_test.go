@@ -10,9 +10,7 @@
 package kube_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,10 +27,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	typev1beta1 "istio.io/api/type/v1beta1"
 	istiosecurityv1 "istio.io/client-go/pkg/apis/security/v1"
@@ -57,28 +52,6 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// nsExec runs CNI plugins inside the cluster's namespace, where the bridge
-// lives: nothing is created in the host's namespace.
-type nsExec struct {
-	invoke.RawExec
-	version.PluginDecoder
-	ns *netns.NS
-}
-
-func (e *nsExec) ExecPlugin(ctx context.Context, plugin string, stdin []byte, env []string) ([]byte, error) {
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, plugin)
-	cmd.Env, cmd.Stdin, cmd.Stdout, cmd.Stderr = env, bytes.NewReader(stdin), &stdout, &stderr
-	if err := netns.RunCmd(e.ns, cmd); err != nil {
-		var perr types.Error
-		if json.Unmarshal(stdout.Bytes(), &perr) == nil && perr.Msg != "" {
-			return nil, &perr
-		}
-		return nil, fmt.Errorf("%s: %v: %s%s", filepath.Base(plugin), err, stdout.String(), stderr.String())
-	}
-	return stdout.Bytes(), nil
 }
 
 type node struct {
@@ -198,7 +171,7 @@ func (c *cluster) startNode(name, zone string, clusterNS *netns.NS, binDir strin
 		<-ztDone
 		<-agentDone
 	})
-	n.cni = libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(dir, "cni-cache"), &nsExec{ns: clusterNS})
+	n.cni = libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(dir, "cni-cache"), &kubetest.NetnsExec{NS: clusterNS})
 	list, err := libcni.ConfListFromBytes(fmt.Appendf(nil, `{
 		"cniVersion": "1.0.0", "name": "k8s-pod-network",
 		"plugins": [

@@ -400,9 +400,12 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 	}
 
 	useH2 := !upgrade && (r.ProtoMajor == 2 || (sp != nil && (sp.GetAppProtocol() == meshv1.AppProtocol_HTTP2 || sp.GetAppProtocol() == meshv1.AppProtocol_GRPC)))
-	transport := x.p.h1
-	if useH2 {
+	var transport http.RoundTripper = x.p.h1
+	switch {
+	case useH2:
 		transport = x.p.h2
+	case !upgrade && tap == nil && counted == nil && r.Header.Get("Expect") == "":
+		transport = x.p.h1fast // the body, if any, is in memory
 	}
 	var hash uint64
 	var hasHash bool
@@ -470,6 +473,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		switch {
 		case whole != nil:
 			out.Body = io.NopCloser(bytes.NewReader(whole))
+			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(whole)), nil }
 		case tap != nil:
 			out.Body = tap.attempt()
 		case counted != nil:

@@ -107,6 +107,7 @@ type Proxy struct {
 	http     *http.Server
 	ln       *connListener
 	h1, h2   *http.Transport
+	h1fast   *h1Client
 	dial     hbone.DialFunc
 	clusters clusters
 	hosts    sync.Map // upstreamKey → string
@@ -175,6 +176,7 @@ func New(opts Options) (*Proxy, error) {
 	p.http.Protocols.SetUnencryptedHTTP2(true)
 	p.h1 = p.transport(false)
 	p.h2 = p.transport(true)
+	p.h1fast = newH1Client(p.dialUpstream, 90*time.Second)
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); p.http.Serve(p.ln) }()
 	return p, nil
@@ -259,6 +261,7 @@ func (p *Proxy) Close() {
 	p.hbone.Close()
 	p.pool.Close()
 	p.h1.CloseIdleConnections()
+	p.h1fast.Close()
 	p.h2.CloseIdleConnections()
 	p.access.close()
 	p.wg.Wait()

@@ -1,0 +1,230 @@
+package waypoint
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// h1Client sends HTTP/1.1 requests whose body is in memory (or absent) on
+// pooled keep-alive connections, entirely on the calling goroutine: write
+// the request, read the response head, hand back the body. net/http's
+// Transport moves every request through a writer and a reader goroutine per
+// connection, two goroutine hand-offs per request; on the waypoint's hot
+// path (small requests, small answers) those cost more than the proxying.
+// Everything else — streamed bodies, Expect: 100-continue, upgrades, HTTP/2
+// — goes through http.Transport.
+type h1Client struct {
+	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
+	idleTimeout time.Duration
+	maxIdle     int // per host
+
+	mu     sync.Mutex
+	idle   map[string][]*h1Conn // by URL host, most recently used last
+	closed bool
+	stop   chan struct{}
+}
+
+type h1Conn struct {
+	c         net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	key       string
+	idleSince time.Time
+	reused    bool
+}
+
+func newH1Client(dial func(ctx context.Context, network, addr string) (net.Conn, error), idleTimeout time.Duration) *h1Client {
+	h := &h1Client{dial: dial, idleTimeout: idleTimeout, maxIdle: 256, idle: map[string][]*h1Conn{}, stop: make(chan struct{})}
+	go h.janitor()
+	return h
+}
+
+// janitor closes connections idle longer than idleTimeout.
+func (h *h1Client) janitor() {
+	t := time.NewTicker(h.idleTimeout / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case now := <-t.C:
+			var old []*h1Conn
+			h.mu.Lock()
+			for k, cs := range h.idle {
+				keep := cs[:0]
+				for _, c := range cs {
+					if now.Sub(c.idleSince) > h.idleTimeout {
+						old = append(old, c)
+					} else {
+						keep = append(keep, c)
+					}
+				}
+				if len(keep) == 0 {
+					delete(h.idle, k)
+				} else {
+					h.idle[k] = keep
+				}
+			}
+			h.mu.Unlock()
+			for _, c := range old {
+				c.c.Close()
+			}
+		}
+	}
+}
+
+// Close closes the idle connections; connections in use close when done.
+func (h *h1Client) Close() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.closed = true
+	idle := h.idle
+	h.idle = map[string][]*h1Conn{}
+	h.mu.Unlock()
+	close(h.stop)
+	for _, cs := range idle {
+		for _, c := range cs {
+			c.c.Close()
+		}
+	}
+}
+
+func (h *h1Client) get(ctx context.Context, key string) (*h1Conn, error) {
+	h.mu.Lock()
+	if cs := h.idle[key]; len(cs) > 0 {
+		c := cs[len(cs)-1]
+		h.idle[key] = cs[:len(cs)-1]
+		h.mu.Unlock()
+		c.reused = true
+		return c, nil
+	}
+	h.mu.Unlock()
+	nc, err := h.dial(ctx, "tcp", key)
+	if err != nil {
+		return nil, err
+	}
+	return &h1Conn{c: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 16<<10), key: key}, nil
+}
+
+func (h *h1Client) put(c *h1Conn) {
+	c.idleSince = time.Now()
+	h.mu.Lock()
+	if !h.closed && len(h.idle[c.key]) < h.maxIdle {
+		h.idle[c.key] = append(h.idle[c.key], c)
+		h.mu.Unlock()
+		return
+	}
+	h.mu.Unlock()
+	c.c.Close()
+}
+
+// RoundTrip sends req (body nil, or in memory with GetBody set) and returns
+// the response; its body must be closed. A request that fails on a reused
+// connection before any answer (the server closed it while idle) is sent
+// once more on a new one.
+func (h *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		c, err := h.get(req.Context(), req.URL.Host)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.roundTrip(h, req)
+		if err == nil {
+			return resp, nil
+		}
+		c.c.Close()
+		if !c.reused || attempt > 0 || !errors.Is(err, errStale) || req.Context().Err() != nil {
+			return nil, err
+		}
+		if req.GetBody != nil {
+			if req.Body, err = req.GetBody(); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// errStale: the connection gave no answer at all.
+var errStale = errors.New("waypoint: upstream connection closed before answering")
+
+func (c *h1Conn) roundTrip(h *h1Client, req *http.Request) (*http.Response, error) {
+	// The request's context (timeouts, the client going away) interrupts
+	// blocking I/O through the connection's deadline.
+	stop := context.AfterFunc(req.Context(), func() { c.c.SetDeadline(time.Unix(1, 0)) })
+	if err := req.Write(c.bw); err != nil {
+		stop()
+		return nil, staleIf(err, true)
+	}
+	if err := c.bw.Flush(); err != nil {
+		stop()
+		return nil, staleIf(err, true)
+	}
+	for {
+		resp, err := http.ReadResponse(c.br, req)
+		if err != nil {
+			stop()
+			if ctxErr := req.Context().Err(); ctxErr != nil {
+				return nil, ctxErr
+			}
+			return nil, staleIf(err, errors.Is(err, io.EOF))
+		}
+		// 1xx answers other than 101 precede the real one.
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			continue
+		}
+		resp.Body = &h1Body{body: resp.Body, c: c, h: h, stop: stop, reuse: !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols}
+		return resp, nil
+	}
+}
+
+func staleIf(err error, stale bool) error {
+	if stale {
+		return errors.Join(errStale, err)
+	}
+	return err
+}
+
+// h1Body returns its connection to the pool once read to the end.
+type h1Body struct {
+	body  io.ReadCloser
+	c     *h1Conn
+	h     *h1Client
+	stop  func() bool
+	eof   bool
+	reuse bool
+	done  bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	// A deadline set by the watcher means the context ended: the
+	// connection may be mid-answer and cannot be reused.
+	watching := b.stop()
+	if b.eof && b.reuse && watching {
+		b.body.Close()
+		b.h.put(b.c)
+		return nil
+	}
+	b.c.c.Close()
+	return b.body.Close()
+}

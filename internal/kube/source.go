@@ -36,6 +36,9 @@ type Source struct {
 	// apply of many files) into one snapshot (default 50ms).
 	Debounce time.Duration
 	Log      *slog.Logger
+	// Rediscover is how often the API server is asked again for kinds
+	// whose CRDs were not installed (default 30s).
+	Rediscover time.Duration
 	// OnSynced, if set, is called once every informer has listed its kind.
 	OnSynced func()
 
@@ -71,33 +74,49 @@ func (s *Source) Run(ctx context.Context, update func(*model.Snapshot)) error {
 	s.pending = map[model.Ref]any{}
 	s.wake = make(chan struct{}, 1)
 
-	ws, err := s.informers(resync, log)
-	if err != nil {
-		return err
+	rediscover := s.Rediscover
+	if rediscover <= 0 {
+		rediscover = 30 * time.Second
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	synced := make([]cache.InformerSynced, 0, len(ws))
-	for _, w := range ws {
-		if err := w.informer.SetTransform(transform(w.kind)); err != nil {
-			return fmt.Errorf("kube source: %s: %w", w.gvr, err)
+	// Kinds whose CRDs are not installed wait; discovery is asked again
+	// every rediscover, and a CRD installed later is watched from then on.
+	waiting := s.informers(resync)
+	start := func() ([]cache.InformerSynced, error) {
+		served, err := servedResources(s.Clients)
+		if err != nil {
+			return nil, err
 		}
-		if _, err := w.informer.AddEventHandler(s.handler(w.kind)); err != nil {
-			return fmt.Errorf("kube source: %s: %w", w.gvr, err)
+		var synced []cache.InformerSynced
+		var still []watched
+		for _, w := range waiting {
+			if !served[w.gvr] {
+				still = append(still, w)
+				continue
+			}
+			if err := s.watch(ctx, &wg, w, log); err != nil {
+				return nil, err
+			}
+			synced = append(synced, w.informer.HasSynced)
 		}
-		if err := w.informer.SetWatchErrorHandlerWithContext(watchErrorLogger(log, w.gvr)); err != nil {
-			return fmt.Errorf("kube source: %s: %w", w.gvr, err)
-		}
-		wg.Go(func() { w.informer.RunWithContext(ctx) })
-		synced = append(synced, w.informer.HasSynced)
+		waiting = still
+		return synced, nil
 	}
-	start := time.Now()
+	began := time.Now()
+	synced, err := start()
+	if err != nil {
+		return err
+	}
+	for _, w := range waiting {
+		log.Warn("Kubernetes API does not serve this kind (CRD not installed); watching for it", "resource", w.gvr)
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil // ctx ended
 	}
-	log.Info("Kubernetes API synced", "kinds", len(ws), "took", time.Since(start).Round(time.Millisecond))
+	log.Info("Kubernetes API synced", "kinds", len(synced), "took", time.Since(began).Round(time.Millisecond))
 	if s.OnSynced != nil {
 		s.OnSynced()
 	}
@@ -107,10 +126,22 @@ func (s *Source) Run(ctx context.Context, update func(*model.Snapshot)) error {
 	update(snap)
 	timer := time.NewTimer(0)
 	<-timer.C
+	recheck := time.NewTicker(rediscover)
+	defer recheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-recheck.C:
+			if len(waiting) > 0 {
+				n := len(waiting)
+				if _, err := start(); err != nil {
+					log.Warn("Kubernetes API discovery failed; retrying", "error", err)
+				} else if len(waiting) < n {
+					log.Info("watching kinds whose CRDs were installed", "kinds", n-len(waiting))
+				}
+			}
+			continue
 		case <-s.wake:
 		}
 		// Let the rest of a burst arrive before translating once for all of it.
@@ -205,15 +236,13 @@ func watchErrorLogger(log *slog.Logger, gvr string) cache.WatchErrorHandlerWithC
 	}
 }
 
-// informers creates one informer per kind the model holds. Kinds whose
-// CRDs are not installed are left out, with a warning: a cluster without
-// Istio's CRDs still gets a mesh from its Services, Pods and Gateways.
-func (s *Source) informers(resync time.Duration, log *slog.Logger) ([]watched, error) {
+// informers creates one informer per kind the model holds.
+func (s *Source) informers(resync time.Duration) []watched {
 	c := s.Clients
 	core := informers.NewSharedInformerFactory(c.Kube, resync)
 	gw := gatewayinformers.NewSharedInformerFactory(c.Gateway, resync)
 	is := istioinformers.NewSharedInformerFactory(c.Istio, resync)
-	all := []watched{
+	return []watched{
 		{model.KindNamespace, "v1/namespaces", core.Core().V1().Namespaces().Informer()},
 		{model.KindNode, "v1/nodes", core.Core().V1().Nodes().Informer()},
 		{model.KindPod, "v1/pods", core.Core().V1().Pods().Informer()},
@@ -230,19 +259,21 @@ func (s *Source) informers(resync time.Duration, log *slog.Logger) ([]watched, e
 		{model.KindDestinationRule, "networking.istio.io/v1/destinationrules", is.Networking().V1().DestinationRules().Informer()},
 		{model.KindWasmPlugin, "extensions.istio.io/v1alpha1/wasmplugins", is.Extensions().V1alpha1().WasmPlugins().Informer()},
 	}
-	served, err := servedResources(c)
-	if err != nil {
-		return nil, err
+}
+
+// watch starts one informer, slimming what it caches and recording its events.
+func (s *Source) watch(ctx context.Context, wg *sync.WaitGroup, w watched, log *slog.Logger) error {
+	if err := w.informer.SetTransform(transform(w.kind)); err != nil {
+		return fmt.Errorf("kube source: %s: %w", w.gvr, err)
 	}
-	var out []watched
-	for _, w := range all {
-		if !served[w.gvr] {
-			log.Warn("Kubernetes API does not serve this kind (CRD not installed); its objects are ignored until the control plane restarts", "resource", w.gvr)
-			continue
-		}
-		out = append(out, w)
+	if _, err := w.informer.AddEventHandler(s.handler(w.kind)); err != nil {
+		return fmt.Errorf("kube source: %s: %w", w.gvr, err)
 	}
-	return out, nil
+	if err := w.informer.SetWatchErrorHandlerWithContext(watchErrorLogger(log, w.gvr)); err != nil {
+		return fmt.Errorf("kube source: %s: %w", w.gvr, err)
+	}
+	wg.Go(func() { w.informer.RunWithContext(ctx) })
+	return nil
 }
 
 // servedResources asks the API server's discovery which of the group

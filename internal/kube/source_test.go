@@ -246,3 +246,24 @@ func TestSourceMatchesFileSource(t *testing.T) {
 		return !ok
 	})
 }
+
+// Without Istio and Gateway API CRDs the source still delivers (Services,
+// Pods...); once the CRDs are installed their objects are watched, no
+// restart needed.
+func TestSourceWatchesCRDsInstalledLater(t *testing.T) {
+	c := kubetest.Start(t)
+	cl := c.Clients(t)
+	api := runSource(t, &kube.Source{Clients: cl, Debounce: 10 * time.Millisecond, Rediscover: 200 * time.Millisecond})
+	kubetest.Eventually(t, time.Minute, "a snapshot without CRDs", func() bool {
+		s := api.get()
+		return s != nil && s.Namespaces["default"] != nil
+	})
+	c.InstallCRDs(t)
+	kubetest.Apply(t, cl, &istiosecurityv1.AuthorizationPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "security.istio.io/v1", Kind: "AuthorizationPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: "deny-all", Namespace: "default"},
+	})
+	kubetest.Eventually(t, time.Minute, "the policy of a CRD installed after start", func() bool {
+		return api.get().AuthorizationPolicies[model.Key{Namespace: "default", Name: "deny-all"}] != nil
+	})
+}

@@ -35,9 +35,12 @@ func transform(kind model.Kind) cache.TransformFunc {
 		}
 		m.SetManagedFields(nil)
 		if a := m.GetAnnotations(); a[lastApplied] != "" {
-			kept := make(map[string]string, len(a)-1)
+			var kept map[string]string
 			for k, v := range a {
 				if k != lastApplied {
+					if kept == nil {
+						kept = make(map[string]string, len(a)-1)
+					}
 					kept[k] = v
 				}
 			}

@@ -27,9 +27,9 @@ func realisticPod(i int) *corev1.Pod {
 			NodeName: "node-a", ServiceAccountName: "web",
 			Containers: []corev1.Container{{
 				Name: "web", Image: "registry.example/web:1.2.3", Args: []string{"--port", "8080", "--log-level", "info"},
-				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-				Env:   []corev1.EnvVar{{Name: "A", Value: "1"}, {Name: "B", Value: "2"}, {Name: "C", Value: "3"}},
-				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}},
+				Ports:        []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+				Env:          []corev1.EnvVar{{Name: "A", Value: "1"}, {Name: "B", Value: "2"}, {Name: "C", Value: "3"}},
+				Resources:    corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}},
 				VolumeMounts: []corev1.VolumeMount{{Name: "token", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount"}},
 			}},
 			Volumes: []corev1.Volume{{Name: "token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{}}}},

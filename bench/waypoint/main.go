@@ -433,6 +433,9 @@ func report(samples []sample) {
 			v[i] = f(s)
 		}
 		sort.Float64s(v)
+		if len(v)%2 == 0 {
+			return (v[len(v)/2-1] + v[len(v)/2]) / 2
+		}
 		return v[len(v)/2]
 	}
 	for k, ss := range groups {

@@ -44,7 +44,7 @@ IMAGE ?= ghcr.io/ambit-mesh/ambit:latest
 .PHONY: image kube-test
 image:
 	rm -rf $(BIN)/image && mkdir -p $(BIN)/image
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/image/ ./cmd/ambit ./cmd/ztunnel ./cmd/ambit-cni
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/image/ ./cmd/ambit ./cmd/ztunnel ./cmd/waypoint ./cmd/ambit-cni
 	$(GO) run ./internal/install/mkimage -bin $(BIN)/image -o $(BIN)/ambit-image.tar -tag $(IMAGE)
 
 # The Kubernetes tests alone (a real kube-apiserver, built once and cached, and etcd).

@@ -82,7 +82,8 @@ func runKubeControlPlane(ctx context.Context, log *slog.Logger, k kubeFlags, caf
 	}
 	election := &kube.Election{Clients: clients, Namespace: k.namespace, Name: "ambit-controlplane", Identity: k.identity, Log: log.With("component", "election")}
 	go election.Run(ctx, func(ctx context.Context) {
-		wc := &waypointctl.Controller{Clients: clients, Log: log.With("component", "waypoints")}
+		wc := &waypointctl.Controller{Clients: clients, Log: log.With("component", "waypoints"),
+			ControlPlane: "ambit-controlplane." + k.namespace + ".svc:15012", RootCertPEM: strings.Join(authority.TrustBundlePEM(), "")}
 		if err := wc.Run(ctx); err != nil {
 			log.Error("waypoint controller stopped", "error", err)
 		}

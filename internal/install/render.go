@@ -116,7 +116,7 @@ func objects(o Options) []any {
 		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gateways/status", "gatewayclasses/status", "httproutes/status", "grpcroutes/status"}, Verbs: []string{"get", "update", "patch"}},
 		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gatewayclasses"}, Verbs: []string{"create"}},
 		// Waypoints: the controller creates each waypoint's objects.
-		{APIGroups: []string{""}, Resources: []string{"serviceaccounts", "services"}, Verbs: []string{"create", "update", "patch", "delete"}},
+		{APIGroups: []string{""}, Resources: []string{"serviceaccounts", "services", "configmaps"}, Verbs: []string{"create", "update", "patch", "delete"}},
 		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
 		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 	}}

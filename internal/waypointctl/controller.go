@@ -29,6 +29,9 @@ import (
 	"github.com/ambit-mesh/ambit/internal/kube"
 )
 
+// RootCertConfigMap holds the trust bundle in each waypoint's namespace.
+const RootCertConfigMap = "ambit-root-cert"
+
 // GatewayNameLabel marks the objects of one waypoint, as Istio does.
 const GatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
 
@@ -40,7 +43,9 @@ type Controller struct {
 	Command []string
 	// ControlPlane is the address waypoints reach the control plane at.
 	ControlPlane string
-	Log          *slog.Logger
+	// RootCertPEM is the mesh's trust bundle, published beside each waypoint.
+	RootCertPEM string
+	Log         *slog.Logger
 
 	applier *kube.Applier
 	applied map[nsName]string // uid/generation of the Gateway last applied
@@ -58,7 +63,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.Image = DefaultImage
 	}
 	if len(c.Command) == 0 {
-		c.Command = []string{"/ambit", "waypoint"}
+		c.Command = []string{"/waypoint"}
 	}
 	if c.ControlPlane == "" {
 		c.ControlPlane = "ambit-controlplane.ambit-system.svc:15012"

@@ -22,7 +22,7 @@ func TestController(t *testing.T) {
 	cl := c.Clients(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- (&waypointctl.Controller{Clients: cl}).Run(ctx) }()
+	go func() { done <- (&waypointctl.Controller{Clients: cl, RootCertPEM: "test-bundle"}).Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 
 	svc := func(ns, name string) *corev1.Service {
@@ -75,6 +75,9 @@ func TestController(t *testing.T) {
 		if _, err := cl.Kube.CoreV1().ServiceAccounts("shop").Get(bg, "waypoint", metav1.GetOptions{}); err != nil {
 			return false
 		}
+		if cm, err := cl.Kube.CoreV1().ConfigMaps("shop").Get(bg, waypointctl.RootCertConfigMap, metav1.GetOptions{}); err != nil || cm.Data["root-cert.pem"] != "test-bundle" {
+			return false
+		}
 		d, err := cl.Kube.AppsV1().Deployments("shop").Get(bg, "waypoint", metav1.GetOptions{})
 		if err != nil || d.Spec.Template.Spec.ServiceAccountName != "waypoint" || len(d.OwnerReferences) != 1 {
 			return false
@@ -88,6 +91,7 @@ func TestController(t *testing.T) {
 			is(condition(gwo.Status.Conditions, "Programmed"), "True", "Programmed") &&
 			len(gwo.Status.Addresses) == 1 && gwo.Status.Addresses[0].Value == s.Spec.ClusterIP &&
 			len(gwo.Status.Listeners) == 1 && gwo.Status.Listeners[0].AttachedRoutes == 1 // the GRPCRoute
+
 	})
 	kubetest.Eventually(t, time.Minute, "a Gateway without an HBONE listener not accepted", func() bool {
 		gwo, err := g.Gateways("shop").Get(bg, "broken", metav1.GetOptions{})

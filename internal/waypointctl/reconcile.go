@@ -145,7 +145,8 @@ func (c *Controller) waypointObjects(g *gatewayv1.Gateway) []any {
 					ServiceAccountName: g.Name,
 					Containers: []corev1.Container{{
 						Name: "waypoint", Image: c.Image, Command: c.Command,
-						Args: []string{"--gateway", g.Namespace + "/" + g.Name, "--controlplane", c.ControlPlane, "--token", "/var/run/secrets/tokens/ambit-token"},
+						Args: []string{"--control-plane", c.ControlPlane, "--gateway", g.Name, "--service-account", g.Name,
+							"--token-file", "/var/run/secrets/tokens/ambit-token", "--root-cert", "/var/run/ambit-root/root-cert.pem"},
 						Env: []corev1.EnvVar{
 							{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
@@ -153,11 +154,13 @@ func (c *Controller) waypointObjects(g *gatewayv1.Gateway) []any {
 						},
 						Ports:          []corev1.ContainerPort{{Name: "hbone", ContainerPort: HBONEPort}, {Name: "status", ContainerPort: 15021}, {Name: "metrics", ContainerPort: 15020}},
 						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz/ready", Port: intstr.FromInt32(15021)}}},
-						VolumeMounts:   []corev1.VolumeMount{{Name: "ambit-token", MountPath: "/var/run/secrets/tokens", ReadOnly: true}},
+						VolumeMounts: []corev1.VolumeMount{{Name: "ambit-token", MountPath: "/var/run/secrets/tokens", ReadOnly: true},
+							{Name: "root-cert", MountPath: "/var/run/ambit-root", ReadOnly: true}},
 					}},
 					Volumes: []corev1.Volume{{Name: "ambit-token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 						Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: "ambit-controlplane", ExpirationSeconds: &expiry, Path: "ambit-token"}}},
-					}}}},
+					}}}, {Name: "root-cert", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+						LocalObjectReference: corev1.LocalObjectReference{Name: RootCertConfigMap}}}}},
 				},
 			},
 		},
@@ -173,7 +176,14 @@ func (c *Controller) waypointObjects(g *gatewayv1.Gateway) []any {
 			},
 		},
 	}
-	return []any{sa, dep, svc}
+	// The mesh's trust bundle, in the waypoint's namespace (pods mount
+	// ConfigMaps of their own namespace only); shared by its waypoints.
+	root := &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Name: RootCertConfigMap, Namespace: g.Namespace, Labels: map[string]string{"app.kubernetes.io/part-of": "ambit"}},
+		Data:       map[string]string{"root-cert.pem": c.RootCertPEM},
+	}
+	return []any{sa, root, dep, svc}
 }
 
 func (c *Controller) classStatus(ctx context.Context, gc *gatewayv1.GatewayClass) error {

@@ -1,5 +1,5 @@
 // Package image builds Ambit's container image without a container
-// engine: the static binaries (ambit, ztunnel, ambit-cni) in one layer on
+// engine: the static binaries (ambit, ztunnel, waypoint, ambit-cni) in one layer on
 // an empty base, written as an OCI image layout tarball that `crane push`,
 // `skopeo copy oci-archive:...` or `podman load` take as is. Used by `make
 // image` (internal/install/mkimage).
@@ -23,7 +23,7 @@ import (
 )
 
 // Binaries are the files the image holds, at its root.
-var Binaries = []string{"ambit", "ztunnel", "ambit-cni"}
+var Binaries = []string{"ambit", "ztunnel", "waypoint", "ambit-cni"}
 
 // Build makes the image from the binaries in binDir.
 func Build(binDir, version string) (v1.Image, error) {

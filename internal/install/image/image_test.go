@@ -16,7 +16,7 @@ import (
 // is an OCI layout naming the tag.
 func TestBuild(t *testing.T) {
 	bin := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/ambit-mesh/ambit/cmd/ambit", "github.com/ambit-mesh/ambit/cmd/ztunnel", "github.com/ambit-mesh/ambit/cmd/ambit-cni")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/ambit-mesh/ambit/cmd/ambit", "github.com/ambit-mesh/ambit/cmd/ztunnel", "github.com/ambit-mesh/ambit/cmd/waypoint", "github.com/ambit-mesh/ambit/cmd/ambit-cni")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

@@ -16,7 +16,7 @@ import (
 )
 
 func main() {
-	bin := flag.String("bin", "", "directory holding the static ambit, ztunnel and ambit-cni binaries")
+	bin := flag.String("bin", "", "directory holding the static ambit, ztunnel, waypoint and ambit-cni binaries")
 	out := flag.String("o", "bin/ambit-image.tar", "OCI archive to write")
 	tag := flag.String("tag", "ghcr.io/ambit-mesh/ambit:latest", "reference recorded in the archive")
 	version := flag.String("version", "dev", "image version label")

@@ -99,4 +99,3 @@ func TestLocalityChooserMatchesReference(t *testing.T) {
 		}
 	}
 }
-

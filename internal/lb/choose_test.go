@@ -28,7 +28,9 @@ func wl(ns, name, addr string) *meshv1.Workload {
 	return &meshv1.Workload{Uid: "local/Pod/" + ns + "/" + name, Name: name, Namespace: ns, Addresses: []string{addr}}
 }
 
-func port(p, target uint32) *meshv1.ServicePort { return &meshv1.ServicePort{Port: p, TargetPort: target} }
+func port(p, target uint32) *meshv1.ServicePort {
+	return &meshv1.ServicePort{Port: p, TargetPort: target}
+}
 
 func ep(name, region, zone, subzone, node, cluster string, ports ...uint32) *Endpoint {
 	w := wl("ns", name, "10.0.0.1")

@@ -163,6 +163,16 @@ type Request struct {
 	// Source is the connecting workload; nil when unknown, in which case no
 	// locality scope matches.
 	Source *meshv1.Workload
+	// Zone, when set, pins the choice to endpoints in that zone (the
+	// waypoint's x-destination-zone header): locality ranking, degraded
+	// zones and probes do not apply, and no endpoint there means none.
+	Zone string
+	// Health, when set, is what this proxy observed of the destination:
+	// its ejected endpoints are avoided and, when the Service asks for
+	// locality (FAILOVER), so are its degraded zones — the closest tier
+	// with an endpoint in a healthy zone wins — and now and then one
+	// request probes a random endpoint so every zone's latency stays known.
+	Health *Health
 }
 
 // Chooser picks the endpoint for a new connection. Implementations must be
@@ -214,15 +224,46 @@ func (c *LocalityChooser) intN(n int) int {
 	return rand.IntN(n)
 }
 
+// Avoidance levels, relaxed in turn until an endpoint is found: with
+// health, degraded zones and ejected endpoints are avoided; then only
+// ejected ones; then nothing (Envoy's panic mode: better an ejected
+// endpoint than none).
+const (
+	avoidNothing = iota
+	avoidEjected
+	avoidDegraded
+)
+
 // Choose implements Chooser.
 func (c *LocalityChooser) Choose(r Request) int {
-	if i := c.choose(r, c.Ejector != nil); i >= 0 || c.Ejector == nil {
-		return i
+	top := avoidNothing
+	if c.Ejector != nil || r.Health != nil {
+		top = avoidEjected
 	}
-	return c.choose(r, false)
+	lb := r.Service.GetLoadBalancing()
+	if r.Health != nil && r.Zone == "" && lb.GetMode() == meshv1.LoadBalancing_FAILOVER && len(lb.GetRoutingPreference()) > 0 {
+		top = avoidDegraded
+		if r.Health.probeDue() {
+			// Uniform over every endpoint, not the Scorer's favourite:
+			// the probe is for the zones traffic does not reach.
+			probe := LocalityChooser{Ejector: c.Ejector, IntN: c.IntN}
+			if i := probe.pickIn(r, 0, len(r.Endpoints), avoidEjected); i >= 0 {
+				return i
+			}
+		}
+	}
+	for lvl := top; lvl >= avoidNothing; lvl-- {
+		if i := c.choose(r, lvl); i >= 0 {
+			return i
+		}
+	}
+	return -1
 }
 
-func (c *LocalityChooser) choose(r Request, eject bool) int {
+func (c *LocalityChooser) choose(r Request, lvl int) int {
+	if r.Zone != "" {
+		return c.pickIn(r, 0, len(r.Endpoints), lvl)
+	}
 	lb := r.Service.GetLoadBalancing()
 	scopes, mode := lb.GetRoutingPreference(), lb.GetMode()
 	if mode == meshv1.LoadBalancing_MODE_UNSPECIFIED {
@@ -235,35 +276,46 @@ func (c *LocalityChooser) choose(r Request, eject bool) int {
 		scopes = nil // FAILOVER: everything ranks 0
 	}
 	if !isCanonicalPrefix(scopes) {
-		return c.chooseByScan(r, scopes, mode, eject)
+		return c.chooseByScan(r, scopes, mode, lvl)
 	}
 	k := len(scopes)
 	if mode == meshv1.LoadBalancing_STRICT {
 		lo, hi := tierRange(r.Endpoints, r.Source, k)
-		return c.pickIn(r, lo, hi, eject)
+		return c.pickIn(r, lo, hi, lvl)
 	}
 	for j := k; j >= 0; j-- {
 		lo, hi := tierRange(r.Endpoints, r.Source, j)
-		if i := c.pickIn(r, lo, hi, eject); i >= 0 {
+		if i := c.pickIn(r, lo, hi, lvl); i >= 0 {
 			return i
 		}
 	}
 	return -1
 }
 
-func (c *LocalityChooser) eligible(r *Request, e *Endpoint, eject bool) bool {
+func (c *LocalityChooser) eligible(r *Request, e *Endpoint, lvl int) bool {
 	if r.Port != nil {
 		if _, ok := e.TargetPort(r.Port); !ok {
 			return false
 		}
 	}
-	return !eject || !c.Ejector.Ejected(e)
+	if r.Zone != "" && e.Locality.GetZone() != r.Zone {
+		return false
+	}
+	if lvl >= avoidEjected {
+		if c.Ejector != nil && c.Ejector.Ejected(e) {
+			return false
+		}
+		if r.Health != nil && r.Health.Ejected(e) {
+			return false
+		}
+	}
+	return lvl < avoidDegraded || !r.Health.Degraded(e)
 }
 
 // pickIn picks among the eligible endpoints of r.Endpoints[lo:hi]: random
 // probes first (uniform over the eligible ones), an exact count-and-select
 // scan when they keep missing.
-func (c *LocalityChooser) pickIn(r Request, lo, hi int, eject bool) int {
+func (c *LocalityChooser) pickIn(r Request, lo, hi int, lvl int) int {
 	n := hi - lo
 	if n <= 0 {
 		return -1
@@ -271,13 +323,13 @@ func (c *LocalityChooser) pickIn(r Request, lo, hi int, eject bool) int {
 	eps := r.Endpoints
 	first := -1
 	for range 4 {
-		if i := lo + c.intN(n); c.eligible(&r, eps[i], eject) {
+		if i := lo + c.intN(n); c.eligible(&r, eps[i], lvl) {
 			first = i
 			break
 		}
 	}
 	if first < 0 {
-		if first = c.scanPick(&r, lo, hi, -1, eject); first < 0 {
+		if first = c.scanPick(&r, lo, hi, -1, lvl); first < 0 {
 			return -1
 		}
 	}
@@ -290,13 +342,13 @@ func (c *LocalityChooser) pickIn(r Request, lo, hi int, eject bool) int {
 		if i >= first {
 			i++
 		}
-		if c.eligible(&r, eps[i], eject) {
+		if c.eligible(&r, eps[i], lvl) {
 			second = i
 			break
 		}
 	}
 	if second < 0 {
-		if second = c.scanPick(&r, lo, hi, first, eject); second < 0 {
+		if second = c.scanPick(&r, lo, hi, first, lvl); second < 0 {
 			return first
 		}
 	}
@@ -308,10 +360,10 @@ func (c *LocalityChooser) pickIn(r Request, lo, hi int, eject bool) int {
 
 // scanPick picks uniformly among the eligible endpoints of [lo, hi) other
 // than skip.
-func (c *LocalityChooser) scanPick(r *Request, lo, hi, skip int, eject bool) int {
+func (c *LocalityChooser) scanPick(r *Request, lo, hi, skip int, lvl int) int {
 	n := 0
 	for i := lo; i < hi; i++ {
-		if i != skip && c.eligible(r, r.Endpoints[i], eject) {
+		if i != skip && c.eligible(r, r.Endpoints[i], lvl) {
 			n++
 		}
 	}
@@ -320,7 +372,7 @@ func (c *LocalityChooser) scanPick(r *Request, lo, hi, skip int, eject bool) int
 	}
 	k := c.intN(n)
 	for i := lo; i < hi; i++ {
-		if i != skip && c.eligible(r, r.Endpoints[i], eject) {
+		if i != skip && c.eligible(r, r.Endpoints[i], lvl) {
 			if k == 0 {
 				return i
 			}
@@ -355,10 +407,10 @@ func rank(scopes []meshv1.LoadBalancing_Scope, src *meshv1.Workload, e *Endpoint
 }
 
 // chooseByScan handles any routing_preference order in two passes.
-func (c *LocalityChooser) chooseByScan(r Request, scopes []meshv1.LoadBalancing_Scope, mode meshv1.LoadBalancing_Mode, eject bool) int {
+func (c *LocalityChooser) chooseByScan(r Request, scopes []meshv1.LoadBalancing_Scope, mode meshv1.LoadBalancing_Mode, lvl int) int {
 	best, n := -1, 0
 	for _, e := range r.Endpoints {
-		if !c.eligible(&r, e, eject) {
+		if !c.eligible(&r, e, lvl) {
 			continue
 		}
 		rk := rank(scopes, r.Source, e)
@@ -387,7 +439,7 @@ func (c *LocalityChooser) chooseByScan(r Request, scopes []meshv1.LoadBalancing_
 	}
 	i1, i2, k := -1, -1, 0
 	for i, e := range r.Endpoints {
-		if !c.eligible(&r, e, eject) || rank(scopes, r.Source, e) != best {
+		if !c.eligible(&r, e, lvl) || rank(scopes, r.Source, e) != best {
 			continue
 		}
 		if k == k1 {

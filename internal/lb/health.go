@@ -1,0 +1,334 @@
+package lb
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// HealthConfig tunes a Health. Zero fields take the defaults noted.
+type HealthConfig struct {
+	// Factor and Floor: a zone is degraded when its latency EWMA exceeds
+	// Factor × the best zone's plus Floor (defaults 2 and 5 ms, as in seed
+	// 000: "prefer the local zone unless its latency is over 2× another's").
+	Factor float64
+	Floor  time.Duration
+	// FailBackFactor: a degraded zone is used again once its EWMA is at most
+	// FailBackFactor × the best zone's plus Floor (default halfway between
+	// 1 and Factor) and it has been degraded for at least HoldDown
+	// (default 5 s). The gap and the hold are the hysteresis.
+	FailBackFactor float64
+	HoldDown       time.Duration
+	// Tau is the EWMA's time constant (default 1 s): a sample Δt after the
+	// previous one weighs 1-exp(-Δt/Tau), so the average follows changes in
+	// about Tau whatever the request rate.
+	Tau time.Duration
+	// ProbeInterval: while locality keeps traffic in one zone, one request
+	// per interval goes to a random endpoint anywhere (default 1 s), so
+	// every zone's latency stays known — the only way a degraded zone can
+	// be seen to recover, and a local zone's degradation be compared with
+	// the others.
+	ProbeInterval time.Duration
+	// EjectAfter consecutive failures (connect failures at L4, 5xx at L7)
+	// eject an endpoint (default 5) for BaseEjection (default 1 s), doubled
+	// on each consecutive ejection up to MaxEjection (default 5 s, so an
+	// endpoint that comes back is used again within seconds).
+	EjectAfter   int
+	BaseEjection time.Duration
+	MaxEjection  time.Duration
+	// MaxEjectionPercent caps the share of endpoints ejected at once (0: no
+	// cap; the chooser still picks an ejected endpoint when no other is
+	// left). Ejection needs the endpoint count: see Observe.
+	MaxEjectionPercent int
+	// Now is the clock (default time.Now); tests inject one.
+	Now func() time.Time
+}
+
+func (c *HealthConfig) defaults() {
+	if c.Factor <= 0 {
+		c.Factor = 2
+	}
+	if c.Floor <= 0 {
+		c.Floor = 5 * time.Millisecond
+	}
+	if c.FailBackFactor <= 0 || c.FailBackFactor > c.Factor {
+		c.FailBackFactor = 1 + (c.Factor-1)/2
+	}
+	if c.HoldDown <= 0 {
+		c.HoldDown = 5 * time.Second
+	}
+	if c.Tau <= 0 {
+		c.Tau = time.Second
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = time.Second
+	}
+	if c.EjectAfter <= 0 {
+		c.EjectAfter = 5
+	}
+	if c.BaseEjection <= 0 {
+		c.BaseEjection = time.Second
+	}
+	if c.MaxEjection < c.BaseEjection {
+		c.MaxEjection = max(5*time.Second, c.BaseEjection)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Health is what one proxy has observed of one destination's endpoints:
+// latency EWMAs per endpoint and per zone, passive health, and which zones
+// are degraded. Safe for concurrent use; the chooser's reads (Ejected,
+// degraded) take no lock and do not allocate.
+type Health struct {
+	cfg HealthConfig
+
+	mu    sync.Mutex                  // serializes Observe's updates
+	zones atomic.Pointer[[]*zoneStat] // copy-on-write when a zone appears
+	eps   sync.Map                    // workload uid → *endpointStat
+
+	nextProbe atomic.Int64 // unix ns
+	lastGC    time.Time
+}
+
+type zoneStat struct {
+	region, zone string
+	ewma         float64 // ns; guarded by Health.mu
+	last         time.Time
+	samples      int
+	degraded     atomic.Bool
+	since        time.Time // when degraded became true
+}
+
+type endpointStat struct {
+	ewma         atomic.Uint64 // math.Float64bits of ns
+	lastNs       atomic.Int64
+	consecFail   atomic.Int32
+	ejections    atomic.Int32
+	ejectedUntil atomic.Int64 // unix ns
+}
+
+// NewHealth returns an empty Health.
+func NewHealth(cfg HealthConfig) *Health {
+	cfg.defaults()
+	h := &Health{cfg: cfg}
+	h.zones.Store(&[]*zoneStat{})
+	return h
+}
+
+// Config returns the effective configuration (defaults filled in).
+func (h *Health) Config() HealthConfig { return h.cfg }
+
+func (h *Health) ep(uid string) *endpointStat {
+	if v, ok := h.eps.Load(uid); ok {
+		return v.(*endpointStat)
+	}
+	v, _ := h.eps.LoadOrStore(uid, &endpointStat{})
+	return v.(*endpointStat)
+}
+
+func (h *Health) zoneOf(e *Endpoint) *zoneStat {
+	r, z := e.Locality.GetRegion(), e.Locality.GetZone()
+	for _, s := range *h.zones.Load() {
+		if s.zone == z && s.region == r {
+			return s
+		}
+	}
+	return nil
+}
+
+// Ejected reports whether passive health has ejected e for now.
+func (h *Health) Ejected(e *Endpoint) bool {
+	v, ok := h.eps.Load(e.Workload.GetUid())
+	return ok && v.(*endpointStat).ejectedUntil.Load() > h.cfg.Now().UnixNano()
+}
+
+// Degraded reports whether e's zone is currently avoided.
+func (h *Health) Degraded(e *Endpoint) bool {
+	s := h.zoneOf(e)
+	return s != nil && s.degraded.Load()
+}
+
+// ZoneDegraded reports whether the zone (region, zone) is avoided.
+func (h *Health) ZoneDegraded(region, zone string) bool {
+	for _, s := range *h.zones.Load() {
+		if s.zone == zone && s.region == region {
+			return s.degraded.Load()
+		}
+	}
+	return false
+}
+
+// ZoneLatency returns the zone's latency EWMA, false before any sample.
+func (h *Health) ZoneLatency(region, zone string) (time.Duration, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, s := range *h.zones.Load() {
+		if s.zone == zone && s.region == region && s.samples > 0 {
+			return time.Duration(s.ewma), true
+		}
+	}
+	return 0, false
+}
+
+// Latency returns e's latency EWMA, 0 before any sample.
+func (h *Health) Latency(e *Endpoint) time.Duration {
+	v, ok := h.eps.Load(e.Workload.GetUid())
+	if !ok {
+		return 0
+	}
+	return time.Duration(math.Float64frombits(v.(*endpointStat).ewma.Load()))
+}
+
+// probeDue claims the next probe when one is due: true for exactly one
+// caller per ProbeInterval.
+func (h *Health) probeDue() bool {
+	now := h.cfg.Now().UnixNano()
+	next := h.nextProbe.Load()
+	if now < next {
+		return false
+	}
+	return h.nextProbe.CompareAndSwap(next, now+int64(h.cfg.ProbeInterval))
+}
+
+// Observe records the outcome of one attempt on e: ok with the latency
+// (connect time at L4, time to response headers at L7), or a failure
+// (connect failure, 5xx), whose latency is not recorded. n is the number of
+// endpoints of the destination, for MaxEjectionPercent (0: unknown).
+func (h *Health) Observe(e *Endpoint, latency time.Duration, ok bool, n int) {
+	now := h.cfg.Now()
+	st := h.ep(e.Workload.GetUid())
+	if !ok {
+		h.fail(st, now, n)
+		return
+	}
+	st.consecFail.Store(0)
+	if st.ejectedUntil.Load() <= now.UnixNano() {
+		st.ejections.Store(0)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	x := float64(latency)
+	prev := time.Unix(0, st.lastNs.Load())
+	st.ewma.Store(math.Float64bits(blend(math.Float64frombits(st.ewma.Load()), x, st.lastNs.Load() == 0, now.Sub(prev), h.cfg.Tau)))
+	st.lastNs.Store(now.UnixNano())
+
+	z := h.zoneOf(e)
+	if z == nil {
+		z = &zoneStat{region: e.Locality.GetRegion(), zone: e.Locality.GetZone()}
+		zs := append(append([]*zoneStat{}, *h.zones.Load()...), z)
+		h.zones.Store(&zs)
+	}
+	z.ewma = blend(z.ewma, x, z.samples == 0, now.Sub(z.last), h.cfg.Tau)
+	z.last = now
+	z.samples++
+	h.reassess(now)
+	if now.Sub(h.lastGC) > time.Minute {
+		h.gc(now)
+	}
+}
+
+// blend is the time-weighted EWMA step.
+func blend(avg, x float64, first bool, dt, tau time.Duration) float64 {
+	if first {
+		return x
+	}
+	w := 1 - math.Exp(-float64(dt)/float64(tau))
+	return avg + w*(x-avg)
+}
+
+// reassess marks zones degraded or recovered against the best zone.
+// Called with mu held.
+func (h *Health) reassess(now time.Time) {
+	zs := *h.zones.Load()
+	best := math.Inf(1)
+	for _, z := range zs {
+		if z.samples > 0 && z.ewma < best {
+			best = z.ewma
+		}
+	}
+	floor := float64(h.cfg.Floor)
+	for _, z := range zs {
+		if z.samples == 0 {
+			continue
+		}
+		if !z.degraded.Load() {
+			if z.ewma > h.cfg.Factor*best+floor {
+				z.since = now
+				z.degraded.Store(true)
+			}
+			continue
+		}
+		if z.ewma <= h.cfg.FailBackFactor*best+floor && now.Sub(z.since) >= h.cfg.HoldDown {
+			z.degraded.Store(false)
+		}
+	}
+}
+
+func (h *Health) fail(st *endpointStat, now time.Time, n int) {
+	if int(st.consecFail.Add(1)) < h.cfg.EjectAfter {
+		return
+	}
+	nowNs := now.UnixNano()
+	if st.ejectedUntil.Load() > nowNs {
+		return
+	}
+	if p := h.cfg.MaxEjectionPercent; p > 0 && n > 0 {
+		ejected := 0
+		h.eps.Range(func(_, v any) bool {
+			if v.(*endpointStat).ejectedUntil.Load() > nowNs {
+				ejected++
+			}
+			return true
+		})
+		if ejected >= max(1, n*p/100) {
+			return
+		}
+	}
+	k := st.ejections.Add(1)
+	d := h.cfg.BaseEjection
+	for i := int32(1); i < k && d < h.cfg.MaxEjection; i++ {
+		d *= 2
+	}
+	d = min(d, h.cfg.MaxEjection)
+	st.ejectedUntil.Store(nowNs + int64(d))
+	st.consecFail.Store(0)
+}
+
+// gc forgets endpoints not observed for ten minutes (pods that went away).
+// Called with mu held.
+func (h *Health) gc(now time.Time) {
+	h.lastGC = now
+	cut := now.Add(-10 * time.Minute).UnixNano()
+	h.eps.Range(func(k, v any) bool {
+		st := v.(*endpointStat)
+		if st.lastNs.Load() < cut && st.ejectedUntil.Load() < now.UnixNano() {
+			h.eps.Delete(k)
+		}
+		return true
+	})
+}
+
+// Registry holds one Health per destination (a Service key), created on
+// first use with a shared configuration.
+type Registry struct {
+	cfg HealthConfig
+	m   sync.Map // key → *Health
+}
+
+// NewRegistry returns an empty Registry whose Healths use cfg.
+func NewRegistry(cfg HealthConfig) *Registry {
+	cfg.defaults()
+	return &Registry{cfg: cfg}
+}
+
+// Get returns the Health of destination key.
+func (r *Registry) Get(key string) *Health {
+	if v, ok := r.m.Load(key); ok {
+		return v.(*Health)
+	}
+	v, _ := r.m.LoadOrStore(key, NewHealth(r.cfg))
+	return v.(*Health)
+}

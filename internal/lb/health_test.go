@@ -1,0 +1,353 @@
+package lb
+
+import (
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
+)
+
+// clock is a manual clock for Health.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time           { return c.t }
+func (c *clock) advance(d time.Duration)  { c.t = c.t.Add(d) }
+func newClock() *clock                    { return &clock{t: time.Unix(1_000_000, 0)} }
+func zoned(name, zone string) *Endpoint   { return ep(name, "r1", zone, "", "n-"+zone, "") }
+func ms(f float64) time.Duration          { return time.Duration(f * float64(time.Millisecond)) }
+func near(a, b time.Duration) bool        { return math.Abs(float64(a-b)) < float64(time.Microsecond) }
+func sorted(eps ...*Endpoint) []*Endpoint { slices.SortFunc(eps, CompareEndpoints); return eps }
+
+// feed records n samples of latency on e, one every step.
+func feed(h *Health, c *clock, e *Endpoint, latency time.Duration, n int, step time.Duration) {
+	for range n {
+		c.advance(step)
+		h.Observe(e, latency, true, 0)
+	}
+}
+
+func TestEWMA(t *testing.T) {
+	c := newClock()
+	h := NewHealth(HealthConfig{Tau: time.Second, Now: c.now})
+	a := zoned("a", "z1")
+	h.Observe(a, ms(10), true, 0)
+	if got := h.Latency(a); !near(got, ms(10)) {
+		t.Fatalf("first sample: ewma %v, want 10ms", got)
+	}
+	// One Tau later a sample of 20ms weighs 1-1/e.
+	c.advance(time.Second)
+	h.Observe(a, ms(20), true, 0)
+	want := ms(10 + 10*(1-math.Exp(-1)))
+	if got := h.Latency(a); !near(got, want) {
+		t.Fatalf("after one tau: ewma %v, want %v", got, want)
+	}
+	// Samples close together move it little: rate does not change the
+	// time constant.
+	c.advance(time.Millisecond)
+	h.Observe(a, ms(1000), true, 0)
+	if got := h.Latency(a); got > want+ms(1000*0.0011) {
+		t.Fatalf("sample 1ms later moved ewma to %v", got)
+	}
+	if z, ok := h.ZoneLatency("r1", "z1"); !ok || !near(z, h.Latency(a)) {
+		t.Fatalf("zone latency %v %v, want the endpoint's (only member)", z, ok)
+	}
+	// Failures carry no latency.
+	before := h.Latency(a)
+	h.Observe(a, ms(5000), false, 0)
+	if h.Latency(a) != before {
+		t.Fatal("a failure's latency was recorded")
+	}
+}
+
+func TestZoneDegradation(t *testing.T) {
+	a, b := zoned("a", "z1"), zoned("b", "z2")
+	step := 10 * time.Millisecond
+	tests := []struct {
+		name string
+		// a's latency for 3 s, after both zones ran at 1ms.
+		aLatency     time.Duration
+		wantDegraded bool
+	}{
+		{"equal", ms(1), false},
+		{"under the floor: 2x but within 5ms", ms(6.9), false},
+		{"over factor plus floor", ms(7.5), true},
+		{"300ms slower", ms(301), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClock()
+			h := NewHealth(HealthConfig{Now: c.now})
+			for range 100 {
+				feed(h, c, a, ms(1), 1, step)
+				feed(h, c, b, ms(1), 1, step)
+			}
+			for range 300 {
+				feed(h, c, a, tt.aLatency, 1, step)
+				feed(h, c, b, ms(1), 1, step)
+			}
+			if got := h.ZoneDegraded("r1", "z1"); got != tt.wantDegraded {
+				za, _ := h.ZoneLatency("r1", "z1")
+				t.Errorf("z1 degraded = %v, want %v (ewma %v)", got, tt.wantDegraded, za)
+			}
+			if h.ZoneDegraded("r1", "z2") {
+				t.Error("the best zone is degraded")
+			}
+		})
+	}
+}
+
+func TestZoneDegradationSteeredWithin(t *testing.T) {
+	// How soon a 300ms degradation is seen at 100 samples/s: well under a second.
+	c := newClock()
+	h := NewHealth(HealthConfig{Now: c.now})
+	a, b := zoned("a", "z1"), zoned("b", "z2")
+	for range 100 {
+		feed(h, c, a, ms(1), 1, 10*time.Millisecond)
+		feed(h, c, b, ms(1), 1, 0)
+	}
+	start := c.t
+	for !h.ZoneDegraded("r1", "z1") {
+		feed(h, c, a, ms(301), 1, 10*time.Millisecond)
+		feed(h, c, b, ms(1), 1, 0)
+		if c.t.Sub(start) > 10*time.Second {
+			t.Fatal("not degraded after 10s of 300ms responses")
+		}
+	}
+	if d := c.t.Sub(start); d > 100*time.Millisecond {
+		t.Errorf("degraded after %v, want within 100ms", d)
+	}
+}
+
+func TestFailBackHysteresis(t *testing.T) {
+	a, b := zoned("a", "z1"), zoned("b", "z2")
+	step := 10 * time.Millisecond
+	setup := func() (*clock, *Health) {
+		c := newClock()
+		h := NewHealth(HealthConfig{Now: c.now}) // factor 2, floor 5ms, fail back 1.5x+5ms, hold 5s
+		for range 100 {
+			feed(h, c, a, ms(1), 1, step)
+			feed(h, c, b, ms(1), 1, step)
+		}
+		for range 100 { // 2s of 300ms: degraded
+			feed(h, c, a, ms(300), 1, step)
+			feed(h, c, b, ms(1), 1, step)
+		}
+		if !h.ZoneDegraded("r1", "z1") {
+			t.Fatal("setup: z1 not degraded")
+		}
+		return c, h
+	}
+	tests := []struct {
+		name         string
+		aLatency     time.Duration
+		for_         time.Duration
+		wantDegraded bool
+	}{
+		{"recovered but inside the hold-down", ms(1), 2 * time.Second, true},
+		{"recovered after the hold-down", ms(1), 10 * time.Second, false},
+		{"between fail-back and degrade thresholds stays degraded", ms(6.8), 20 * time.Second, true},
+		{"below the fail-back threshold returns", ms(6.2), 20 * time.Second, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, h := setup()
+			for end := c.t.Add(tt.for_); c.t.Before(end); {
+				feed(h, c, a, tt.aLatency, 1, step)
+				feed(h, c, b, ms(1), 1, step)
+			}
+			if got := h.ZoneDegraded("r1", "z1"); got != tt.wantDegraded {
+				t.Errorf("degraded = %v, want %v", got, tt.wantDegraded)
+			}
+		})
+	}
+	// The same 6.8ms never degrades a healthy zone: the gap between the
+	// thresholds is what stops flapping.
+	c := newClock()
+	h := NewHealth(HealthConfig{Now: c.now})
+	for range 2000 {
+		feed(h, c, a, ms(6.8), 1, step)
+		feed(h, c, b, ms(1), 1, step)
+	}
+	if h.ZoneDegraded("r1", "z1") {
+		t.Error("6.8ms against 1ms degraded a healthy zone")
+	}
+}
+
+func TestEjection(t *testing.T) {
+	a := zoned("a", "z1")
+	type step struct {
+		fail    int           // consecutive failures to record
+		ok      bool          // then one success
+		advance time.Duration // then wait
+		want    bool          // ejected?
+	}
+	tests := []struct {
+		name  string
+		cfg   HealthConfig
+		steps []step
+	}{
+		{"under the threshold", HealthConfig{}, []step{{fail: 4, want: false}}},
+		{"threshold ejects", HealthConfig{}, []step{{fail: 5, want: true}}},
+		{"success resets the count", HealthConfig{}, []step{{fail: 4, ok: true, want: false}, {fail: 4, want: false}}},
+		{"ejection expires after the base", HealthConfig{}, []step{{fail: 5, advance: 999 * time.Millisecond, want: true}, {advance: time.Millisecond, want: false}}},
+		{"consecutive ejections double", HealthConfig{}, []step{
+			{fail: 5, advance: time.Second, want: false},
+			{fail: 5, advance: 1999 * time.Millisecond, want: true},
+			{advance: time.Millisecond, want: false},
+		}},
+		{"backoff capped", HealthConfig{MaxEjection: 3 * time.Second}, []step{
+			{fail: 5, advance: time.Second},
+			{fail: 5, advance: 2 * time.Second},
+			{fail: 5, advance: 3 * time.Second, want: false},
+		}},
+		{"success after expiry restarts at the base", HealthConfig{}, []step{
+			{fail: 5, advance: time.Second},
+			{ok: true},
+			{fail: 5, advance: time.Second, want: false},
+		}},
+		{"custom threshold", HealthConfig{EjectAfter: 2}, []step{{fail: 2, want: true}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClock()
+			tt.cfg.Now = c.now
+			h := NewHealth(tt.cfg)
+			for i, s := range tt.steps {
+				for range s.fail {
+					h.Observe(a, 0, false, 1)
+				}
+				if s.ok {
+					h.Observe(a, ms(1), true, 1)
+				}
+				c.advance(s.advance)
+				if got := h.Ejected(a); got != s.want {
+					t.Fatalf("step %d: ejected = %v, want %v", i, got, s.want)
+				}
+			}
+		})
+	}
+}
+
+func TestMaxEjectionPercent(t *testing.T) {
+	c := newClock()
+	h := NewHealth(HealthConfig{MaxEjectionPercent: 50, Now: c.now})
+	eps := []*Endpoint{zoned("a", "z1"), zoned("b", "z1"), zoned("c", "z1"), zoned("d", "z1")}
+	for _, e := range eps {
+		for range 5 {
+			h.Observe(e, 0, false, len(eps))
+		}
+	}
+	n := 0
+	for _, e := range eps {
+		if h.Ejected(e) {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d of 4 ejected, want 2 (50%%)", n)
+	}
+}
+
+// TestChooserWithHealth: what the shared chooser picks given what Health
+// observed, for the policies that matter.
+func TestChooserWithHealth(t *testing.T) {
+	src := wl("ns", "src", "10.9.9.9")
+	src.Locality = &meshv1.Locality{Region: "r1", Zone: "z1"}
+	src.Node = "n-z1"
+	a1, a2, b1, c1 := zoned("a1", "z1"), zoned("a2", "z1"), zoned("b1", "z2"), zoned("c1", "z3")
+	all := sorted(a1, a2, b1, c1)
+	closeLB := &meshv1.Service{LoadBalancing: &meshv1.LoadBalancing{RoutingPreference: []meshv1.LoadBalancing_Scope{REGION, ZONE, SUBZONE}, Mode: FAILOVER}}
+	strictLB := &meshv1.Service{LoadBalancing: &meshv1.LoadBalancing{RoutingPreference: []meshv1.LoadBalancing_Scope{REGION, ZONE}, Mode: STRICT}}
+	none := &meshv1.Service{}
+
+	degrade := func(h *Health, c *clock, zone *Endpoint) {
+		for range 100 {
+			for _, e := range all {
+				l := ms(1)
+				if e.Locality.GetZone() == zone.Locality.GetZone() {
+					l = ms(300)
+				}
+				feed(h, c, e, l, 1, 10*time.Millisecond)
+			}
+		}
+	}
+	eject := func(h *Health, _ *clock, eps ...*Endpoint) {
+		for _, e := range eps {
+			for range 5 {
+				h.Observe(e, 0, false, 0)
+			}
+		}
+	}
+	tests := []struct {
+		name    string
+		svc     *meshv1.Service
+		zone    string
+		prepare func(*Health, *clock)
+		want    []string
+	}{
+		{"healthy: local zone", closeLB, "", nil, []string{"a1", "a2"}},
+		{"one local ejected: the other", closeLB, "", func(h *Health, c *clock) { eject(h, c, a1) }, []string{"a2"}},
+		{"local zone all ejected: fail over", closeLB, "", func(h *Health, c *clock) { eject(h, c, a1, a2) }, []string{"b1", "c1"}},
+		{"local zone degraded: fail over to healthy zones", closeLB, "", func(h *Health, c *clock) { degrade(h, c, a1) }, []string{"b1", "c1"}},
+		{"remote zone degraded: local kept", closeLB, "", func(h *Health, c *clock) { degrade(h, c, b1) }, []string{"a1", "a2"}},
+		{"local degraded, one remote ejected", closeLB, "", func(h *Health, c *clock) { degrade(h, c, a1); eject(h, c, c1) }, []string{"b1"}},
+		{"strict: degraded local zone still served", strictLB, "", func(h *Health, c *clock) { degrade(h, c, a1) }, []string{"a1", "a2"}},
+		{"strict: all ejected, panic keeps local", strictLB, "", func(h *Health, c *clock) { eject(h, c, a1, a2) }, []string{"a1", "a2"}},
+		{"no locality: degraded zones not avoided", none, "", func(h *Health, c *clock) { degrade(h, c, a1) }, []string{"a1", "a2", "b1", "c1"}},
+		{"no locality: ejected avoided", none, "", func(h *Health, c *clock) { eject(h, c, a1, b1) }, []string{"a2", "c1"}},
+		{"pinned zone", closeLB, "z3", nil, []string{"c1"}},
+		{"pinned zone even when degraded", closeLB, "z1", func(h *Health, c *clock) { degrade(h, c, a1) }, []string{"a1", "a2"}},
+		{"pinned to an empty zone: none", closeLB, "z9", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClock()
+			// Probes far apart: the draws below see the steady choice.
+			h := NewHealth(HealthConfig{Now: c.now, ProbeInterval: time.Hour})
+			if tt.prepare != nil {
+				tt.prepare(h, c)
+			}
+			h.nextProbe.Store(c.t.Add(time.Hour).UnixNano())
+			r := Request{Service: tt.svc, Endpoints: all, Source: src, Zone: tt.zone, Health: h}
+			if got := candidates(t, LocalityChooser{}, r); !slices.Equal(got, tt.want) {
+				t.Errorf("candidates = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestProbes(t *testing.T) {
+	src := wl("ns", "src", "10.9.9.9")
+	src.Locality = &meshv1.Locality{Region: "r1", Zone: "z1"}
+	all := sorted(zoned("a", "z1"), zoned("b", "z2"), zoned("c", "z3"))
+	svc := &meshv1.Service{LoadBalancing: &meshv1.LoadBalancing{RoutingPreference: []meshv1.LoadBalancing_Scope{REGION, ZONE}, Mode: FAILOVER}}
+	c := newClock()
+	h := NewHealth(HealthConfig{Now: c.now, ProbeInterval: time.Second})
+	// Draws: the probe takes the value given, later draws 0.
+	draw := 2
+	ch := LocalityChooser{IntN: func(n int) int { v := min(draw, n-1); draw = 0; return v }}
+	r := Request{Service: svc, Endpoints: all, Source: src, Health: h}
+	if got := all[ch.Choose(r)].Workload.GetName(); got != "c" {
+		t.Fatalf("first choice (a probe) = %s, want the drawn endpoint c", got)
+	}
+	for i := range 10 {
+		draw = 2
+		if got := all[ch.Choose(r)].Workload.GetName(); got != "a" {
+			t.Fatalf("choice %d within the interval = %s, want local a", i, got)
+		}
+	}
+	c.advance(time.Second)
+	draw = 1
+	if got := all[ch.Choose(r)].Workload.GetName(); got != "b" {
+		t.Fatalf("choice after the interval = %s, want a probe to b", got)
+	}
+	// No probes without locality: the policy's own choice is already spread.
+	c.advance(time.Second)
+	draw = 2
+	r.Service = &meshv1.Service{}
+	if got := ch.Choose(r); got != 2 {
+		t.Fatalf("no-locality choice = %d, want the drawn 2", got)
+	}
+}

@@ -3,7 +3,9 @@ package cni
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -122,6 +124,13 @@ func cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 	_, err = ask(conf, req)
+	if op := (*net.OpError)(nil); errors.As(err, &op) && op.Op == "dial" {
+		// No node agent runs (stopped, or Ambit uninstalled): the pod's
+		// namespace goes away with its rules, and a starting agent releases
+		// pods that are gone; tearing a pod down must not wait for it, as
+		// the runtime would retry DEL forever.
+		return nil
+	}
 	return err
 }
 

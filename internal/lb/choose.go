@@ -163,6 +163,9 @@ type Request struct {
 	// Source is the connecting workload; nil when unknown, in which case no
 	// locality scope matches.
 	Source *meshv1.Workload
+	// LoadBalancing, when set, is used instead of Service.load_balancing
+	// (a proxy's default for Services that state none).
+	LoadBalancing *meshv1.LoadBalancing
 	// Zone, when set, pins the choice to endpoints in that zone (the
 	// waypoint's x-destination-zone header): locality ranking, degraded
 	// zones and probes do not apply, and no endpoint there means none.
@@ -173,6 +176,13 @@ type Request struct {
 	// with an endpoint in a healthy zone wins — and now and then one
 	// request probes a random endpoint so every zone's latency stays known.
 	Health *Health
+}
+
+func (r *Request) loadBalancing() *meshv1.LoadBalancing {
+	if r.LoadBalancing != nil {
+		return r.LoadBalancing
+	}
+	return r.Service.GetLoadBalancing()
 }
 
 // Chooser picks the endpoint for a new connection. Implementations must be
@@ -240,7 +250,7 @@ func (c *LocalityChooser) Choose(r Request) int {
 	if c.Ejector != nil || r.Health != nil {
 		top = avoidEjected
 	}
-	lb := r.Service.GetLoadBalancing()
+	lb := r.loadBalancing()
 	if r.Health != nil && r.Zone == "" && lb.GetMode() == meshv1.LoadBalancing_FAILOVER && len(lb.GetRoutingPreference()) > 0 {
 		top = avoidDegraded
 		if r.Health.probeDue() {
@@ -264,7 +274,7 @@ func (c *LocalityChooser) choose(r Request, lvl int) int {
 	if r.Zone != "" {
 		return c.pickIn(r, 0, len(r.Endpoints), lvl)
 	}
-	lb := r.Service.GetLoadBalancing()
+	lb := r.loadBalancing()
 	scopes, mode := lb.GetRoutingPreference(), lb.GetMode()
 	if mode == meshv1.LoadBalancing_MODE_UNSPECIFIED {
 		scopes = nil

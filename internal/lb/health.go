@@ -115,6 +115,9 @@ func NewHealth(cfg HealthConfig) *Health {
 	cfg.defaults()
 	h := &Health{cfg: cfg}
 	h.zones.Store(&[]*zoneStat{})
+	// The first probe is one interval away: a new destination starts with
+	// its policy's choice.
+	h.nextProbe.Store(cfg.Now().Add(cfg.ProbeInterval).UnixNano())
 	return h
 }
 

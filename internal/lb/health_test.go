@@ -329,6 +329,7 @@ func TestProbes(t *testing.T) {
 	draw := 2
 	ch := LocalityChooser{IntN: func(n int) int { v := min(draw, n-1); draw = 0; return v }}
 	r := Request{Service: svc, Endpoints: all, Source: src, Health: h}
+	c.advance(time.Second)
 	if got := all[ch.Choose(r)].Workload.GetName(); got != "c" {
 		t.Fatalf("first choice (a probe) = %s, want the drawn endpoint c", got)
 	}

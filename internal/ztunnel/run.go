@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ambit-mesh/ambit/internal/lb"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -81,7 +82,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer conn.Close()
 
-	store := state.NewStore(state.Options{})
+	// Connection outcomes feed endpoint choice: connect time and failures
+	// per endpoint and zone (internal/lb). Three consecutive connect
+	// failures eject an endpoint: unlike a 5xx, a refused connection is
+	// rarely a fluke.
+	store := state.NewStore(state.Options{Health: lb.NewRegistry(lb.HealthConfig{EjectAfter: 3})})
 	subs := map[string][]string{}
 	for _, t := range state.TypeURLs {
 		subs[t] = []string{meshv1.Wildcard}

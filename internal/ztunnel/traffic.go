@@ -55,7 +55,9 @@ func (p *Proxy) outbound(ctx context.Context, pd *pod, c *net.TCPConn) {
 	}
 	destinationLabels(&labels, d.Workload, d.Service)
 	if !d.HBONE {
+		start := time.Now()
 		up, err := netns.DialTCP(ctx, pd.ns, d.Dial, netns.SocketOptions{Mark: redirect.ZtunnelMark, Timeout: dialTimeout})
+		observeConnect(d, start, err)
 		if err != nil {
 			log.Warn("outbound: dial failed", "target", d.Dial.String(), "error", err)
 			return
@@ -66,6 +68,7 @@ func (p *Proxy) outbound(ctx context.Context, pd *pod, c *net.TCPConn) {
 	}
 	expected := append([]spiffe.ID{d.Identity}, d.AltNames...)
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	start := time.Now()
 	stream, resp, err := p.pool.Connect(dctx, hbone.Target{
 		Source:       pd.id,
 		Destination:  expected,
@@ -77,6 +80,9 @@ func (p *Proxy) outbound(ctx context.Context, pd *pod, c *net.TCPConn) {
 		Baggage:      baggageOf(srcW),
 	})
 	cancel()
+	if ctx.Err() == nil {
+		observeConnect(d, start, err)
+	}
 	if err != nil {
 		log.Warn("outbound: HBONE connect failed", "target", d.Dial.String(), "authority", d.Target.String(), "error", err)
 		return
@@ -85,6 +91,14 @@ func (p *Proxy) outbound(ctx context.Context, pd *pod, c *net.TCPConn) {
 	labels.ConnectionSecurityPolicy = "mutual_tls"
 	labels.DestinationPrincipal = d.Identity.String()
 	p.relay(ctx, c, stream, labels, log)
+}
+
+// observeConnect reports how connecting to the chosen endpoint went to its
+// destination's health: the connect time (L4 latency) or a failure.
+func observeConnect(d state.Destination, start time.Time, err error) {
+	if d.Health != nil && d.Endpoint != nil {
+		d.Health.Observe(d.Endpoint, time.Since(start), err == nil, 0)
+	}
 }
 
 // inboundHBONE handles a tunnel another ztunnel (or a waypoint) opened to a

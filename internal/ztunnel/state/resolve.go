@@ -1,6 +1,7 @@
 package state
 
 import (
+	"github.com/ambit-mesh/ambit/internal/lb"
 	"net/netip"
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
@@ -74,6 +75,28 @@ type Destination struct {
 	AltNames []spiffe.ID
 	// Reason explains KindNoEndpoint.
 	Reason string
+	// Endpoint and Health, for a chosen Service endpoint or waypoint
+	// instance when the Store keeps health: report the connection's
+	// outcome with Health.Observe(Endpoint, ...).
+	Endpoint *Endpoint
+	Health   *lb.Health
+}
+
+// healthOf returns the Health of the destination key, nil when not kept.
+func (v *View) healthOf(key string) *lb.Health {
+	if v.health == nil {
+		return nil
+	}
+	return v.health.Get(key)
+}
+
+// waypointLB is the locality preference of waypoint Services that state
+// none: prefer an instance in the caller's zone, as Istio's waypoint
+// Services do (trafficDistribution: PreferClose), so the extra hop stays
+// in the zone.
+var waypointLB = &meshv1.LoadBalancing{
+	RoutingPreference: []meshv1.LoadBalancing_Scope{meshv1.LoadBalancing_REGION, meshv1.LoadBalancing_ZONE, meshv1.LoadBalancing_SUBZONE},
+	Mode:              meshv1.LoadBalancing_FAILOVER,
 }
 
 // Accepts reports whether a server presenting id is an acceptable peer.
@@ -117,7 +140,8 @@ func (v *View) Resolve(dst netip.AddrPort, src *meshv1.Workload) Destination {
 			return d
 		}
 		eps := v.Endpoints(se.key)
-		i := v.chooser.Choose(Request{Service: se.svc, Port: d.ServicePort, Endpoints: eps, Source: src})
+		h := v.healthOf(se.key)
+		i := v.chooser.Choose(Request{Service: se.svc, Port: d.ServicePort, Endpoints: eps, Source: src, Health: h})
 		if i < 0 || i >= len(eps) {
 			d.Kind, d.Reason = KindNoEndpoint, ReasonNoHealthyEndpoint
 			return d
@@ -125,6 +149,7 @@ func (v *View) Resolve(dst netip.AddrPort, src *meshv1.Workload) Destination {
 		e := eps[i]
 		tp, _ := e.TargetPort(d.ServicePort)
 		d.Kind = KindService
+		d.Endpoint, d.Health = e, h
 		d.Workload = e.Workload
 		d.Target = netip.AddrPortFrom(e.Address(addr), tp)
 		d.Dial = d.Target
@@ -177,13 +202,19 @@ func (v *View) viaWaypoint(d *Destination, wp *meshv1.WaypointRef, src *meshv1.W
 	}
 	d.Waypoint = wse.svc
 	eps := v.Endpoints(wse.key)
-	i := v.chooser.Choose(Request{Service: wse.svc, Endpoints: eps, Source: src})
+	h := v.healthOf(wse.key)
+	r := Request{Service: wse.svc, Endpoints: eps, Source: src, Health: h}
+	if wse.svc.GetLoadBalancing() == nil {
+		r.LoadBalancing = waypointLB
+	}
+	i := v.chooser.Choose(r)
 	if i < 0 || i >= len(eps) {
 		d.Reason = ReasonWaypointNoEndpoint
 		return
 	}
 	e := eps[i]
 	d.Kind = KindWaypoint
+	d.Endpoint, d.Health = e, h
 	d.Workload = e.Workload
 	d.HBONE = true
 	d.Dial = netip.AddrPortFrom(e.Address(like), uint16(wp.GetHbonePort()))

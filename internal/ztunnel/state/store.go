@@ -26,6 +26,7 @@
 package state
 
 import (
+	"github.com/ambit-mesh/ambit/internal/lb"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -54,6 +55,11 @@ type Options struct {
 	// Chooser picks a Service endpoint in Resolve. Default: a
 	// LocalityChooser with uniform random choice within the closest tier.
 	Chooser Chooser
+	// Health, when set, gives Resolve each destination's observed health
+	// (Request.Health): the caller reports connection outcomes to
+	// Destination.Health, and the chooser avoids ejected endpoints and
+	// degraded zones.
+	Health *lb.Registry
 }
 
 // Store is the ztunnel's mesh state. The zero value is not usable; call
@@ -71,7 +77,7 @@ func NewStore(o Options) *Store {
 		o.Chooser = &LocalityChooser{}
 	}
 	s := &Store{}
-	s.view.Store(&View{chooser: o.Chooser})
+	s.view.Store(&View{chooser: o.Chooser, health: o.Health})
 	return s
 }
 
@@ -138,6 +144,7 @@ type View struct {
 	epoch   string
 	version uint64
 	chooser Chooser
+	health  *lb.Registry
 
 	workloads strMap[*workloadEntry]  // uid
 	addrs     addrMap[*workloadEntry] // workload address

@@ -65,9 +65,12 @@ live in /run/ambit/NAME.`,
 			if runtime.GOOS != "linux" || os.Geteuid() != 0 {
 				return errors.New(errNotRoot)
 			}
-			ambitBin, ztunnelBin, err := local.Binaries()
+			ambitBin, ztunnelBin, waypointBin, err := local.Binaries()
 			if err != nil {
 				return err
+			}
+			if waypointBin == "" && prep.Plan.NeedsWaypoint() {
+				return fmt.Errorf("the manifests have a waypoint Gateway but there is no waypoint binary next to %s nor in $PATH: build it with 'make build'", ambitBin)
 			}
 			out := cli.Stdout
 			fmt.Fprintf(out, "Starting cluster %q from %s: %d nodes, %d pods, %d services\n", name, strings.Join(files, ", "),
@@ -81,7 +84,7 @@ live in /run/ambit/NAME.`,
 				return nil
 			}
 			progress := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
-			c, err := local.Start(ctx, prep, local.Options{AmbitBin: ambitBin, ZtunnelBin: ztunnelBin, Progress: progress})
+			c, err := local.Start(ctx, prep, local.Options{AmbitBin: ambitBin, ZtunnelBin: ztunnelBin, WaypointBin: waypointBin, Progress: progress})
 			if err != nil {
 				return err
 			}

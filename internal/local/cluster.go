@@ -30,16 +30,6 @@ import (
 	"github.com/ambit-mesh/ambit/internal/redirect"
 )
 
-const (
-	bridgeName   = "br0"
-	trustDomain  = "cluster.local"
-	cpGRPCPort   = 15012
-	cpHTTPPort   = 15014
-	metricsPort  = 15020
-	readyPort    = 15021
-	startTimeout = 20 * time.Second
-)
-
 // Cluster is a running local cluster.
 type Cluster struct {
 	name  string
@@ -74,7 +64,7 @@ func Start(ctx context.Context, prep *Prepared, opts Options) (c *Cluster, err e
 		return nil, errors.New("ambit up needs root on Linux: it creates network namespaces; run it with sudo")
 	}
 	if opts.AmbitBin == "" || opts.ZtunnelBin == "" {
-		a, z, err := Binaries()
+		a, z, w, err := Binaries()
 		if err != nil {
 			return nil, err
 		}
@@ -84,6 +74,12 @@ func Start(ctx context.Context, prep *Prepared, opts Options) (c *Cluster, err e
 		if opts.ZtunnelBin == "" {
 			opts.ZtunnelBin = z
 		}
+		if opts.WaypointBin == "" {
+			opts.WaypointBin = w
+		}
+	}
+	if opts.WaypointBin == "" && prep.Plan.NeedsWaypoint() {
+		return nil, errors.New("the manifests have a waypoint Gateway but there is no waypoint binary next to ambit nor in $PATH: build it with 'make build'")
 	}
 	if opts.Progress == nil {
 		opts.Progress = func(string, ...any) {}
@@ -118,6 +114,9 @@ func Start(ctx context.Context, prep *Prepared, opts Options) (c *Cluster, err e
 	}
 	os.Symlink(opts.AmbitBin, filepath.Join(c.dir, "bin", "ambit"))
 	os.Symlink(opts.ZtunnelBin, filepath.Join(c.dir, "bin", "ztunnel"))
+	if opts.WaypointBin != "" {
+		os.Symlink(opts.WaypointBin, filepath.Join(c.dir, "bin", "waypoint"))
+	}
 	c.cpLog, err = os.OpenFile(filepath.Join(c.dir, "logs", "controlplane.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return c, err
@@ -137,6 +136,12 @@ func Start(ctx context.Context, prep *Prepared, opts Options) (c *Cluster, err e
 		{"enrolling pods in the mesh", c.enrolPods},
 		{"workloads", c.startWorkloads},
 	}
+	if prep.Plan.NeedsWaypoint() {
+		steps = append(steps, struct {
+			what string
+			f    func() error
+		}{"waypoints ready", c.waitWaypoints})
+	}
 	for _, s := range steps {
 		t := time.Now()
 		if err := s.f(); err != nil {
@@ -155,7 +160,7 @@ func Start(ctx context.Context, prep *Prepared, opts Options) (c *Cluster, err e
 
 func (c *Cluster) initState() {
 	p := c.prep.Plan
-	c.cpAddr = broadcast(p.PodCIDR).Prev()
+	c.cpAddr = p.ControlPlaneAddr()
 	st := State{Name: c.name, Supervisor: c.opts.Supervisor, StartedAt: time.Now().UTC(),
 		ControlPlane:     netip.AddrPortFrom(c.cpAddr, cpGRPCPort).String(),
 		ControlPlaneHTTP: netip.AddrPortFrom(c.cpAddr, cpHTTPPort).String(),
@@ -188,14 +193,6 @@ func (c *Cluster) initState() {
 		st.Services = append(st.Services, ss)
 	}
 	c.state = st
-}
-
-// broadcast is the last address of p (IPv4).
-func broadcast(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-	v |= uint32(1)<<(32-p.Bits()) - 1
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 func orDefault(s, d string) string {
@@ -409,22 +406,43 @@ func (c *Cluster) startZtunnels() error {
 	}
 	return parallel(len(c.prep.Plan.Nodes), func(i int) error {
 		n := c.prep.Plan.Nodes[i]
-		client := &http.Client{Transport: &http.Transport{DialContext: netns.Dialer(c.nodeNS[n.Name], netns.SocketOptions{}), DisableKeepAlives: true},
-			Timeout: time.Second}
-		deadline := time.Now().Add(startTimeout)
-		for {
-			resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz/ready", readyPort))
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return nil
-				}
+		return waitReady(c.nodeNS[n.Name], "ztunnel on "+n.Name, filepath.Join(c.dir, "logs", "ztunnel-"+n.Name+".log"))
+	})
+}
+
+// waitReady polls the readiness endpoint (:15021/healthz/ready, ztunnels'
+// and waypoints' alike) inside ns until it answers 200.
+func waitReady(ns *netns.NS, what, log string) error {
+	client := &http.Client{Transport: &http.Transport{DialContext: netns.Dialer(ns, netns.SocketOptions{}), DisableKeepAlives: true},
+		Timeout: time.Second}
+	deadline := time.Now().Add(startTimeout)
+	for {
+		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz/ready", readyPort))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
 			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("ztunnel on %s did not become ready (see %s)", n.Name, filepath.Join(c.dir, "logs", "ztunnel-"+n.Name+".log"))
-			}
-			time.Sleep(25 * time.Millisecond)
 		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not become ready (see %s)", what, log)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// waitWaypoints waits until every waypoint instance is ready: it has its
+// configuration and certificate.
+func (c *Cluster) waitWaypoints() error {
+	var wps []int
+	for i, pod := range c.prep.Plan.Pods {
+		if isWaypointPod(pod) {
+			wps = append(wps, i)
+		}
+	}
+	return parallel(len(wps), func(j int) error {
+		pod := c.prep.Plan.Pods[wps[j]]
+		return waitReady(c.podNS[podKey(pod)], "waypoint "+podKey(pod), c.state.Pods[wps[j]].Log)
 	})
 }
 

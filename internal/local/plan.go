@@ -34,6 +34,11 @@
 // The node agent of each node is a redirect.Agent in the supervisor,
 // listening on NODE's socket in the state directory.
 //
+// A Gateway of class istio-waypoint becomes what the waypoint controller
+// makes on Kubernetes (see waypoint.go): a Deployment of waypoint pods, not
+// enrolled, running the waypoint binary with their node's credential, and
+// a Service on 15008 selecting them. Start waits for them to be ready.
+//
 // # Processes
 //
 // Every container's command and args run inside the pod's network namespace
@@ -55,7 +60,7 @@
 //	nodes/NODE/           agent.sock, token (the node's control-plane credential)
 //	pods/NS_POD.hosts     the pod's /etc/hosts
 //	ca/, root-cert.pem    the cluster's CA, created per run
-//	bin/                  ambit and ztunnel, first in the pods' PATH
+//	bin/                  ambit, ztunnel and waypoint, first in the pods' PATH
 //
 // [Down] stops the supervisor (SIGTERM; it tears down), kills the pids the
 // state lists and every process whose network namespace is one of the
@@ -72,12 +77,23 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ambit-mesh/ambit/internal/model"
+)
+
+const (
+	bridgeName   = "br0"
+	trustDomain  = "cluster.local"
+	cpGRPCPort   = 15012
+	cpHTTPPort   = 15014
+	metricsPort  = 15020
+	readyPort    = 15021
+	startTimeout = 20 * time.Second
 )
 
 // Defaults of a cluster with no LocalCluster document.
@@ -119,31 +135,16 @@ type Plan struct {
 
 // NewPlan decides the cluster for snap. It does not touch the system.
 func NewPlan(snap *model.Snapshot) (*Plan, error) {
-	spec := model.LocalClusterSpec{}
-	switch len(snap.LocalClusters) {
-	case 0:
-	case 1:
-		for _, lc := range snap.LocalClusters {
-			spec = lc.Spec
-		}
-	default:
-		return nil, fmt.Errorf("%d LocalCluster documents; a cluster has one", len(snap.LocalClusters))
+	spec, err := localClusterSpec(snap)
+	if err != nil {
+		return nil, err
 	}
-	p := &Plan{ServiceCIDR: DefaultServiceCIDR}
-	podCIDR := DefaultPodCIDR
-	if spec.PodCIDR != "" {
-		podCIDR = netip.MustParsePrefix(spec.PodCIDR) // validated by the parser
-	}
-	p.PodCIDR = podCIDR.Masked()
+	p := &Plan{ServiceCIDR: DefaultServiceCIDR, PodCIDR: podCIDROf(spec)}
 	if spec.ServiceCIDR != "" {
 		p.ServiceCIDR = netip.MustParsePrefix(spec.ServiceCIDR)
 	}
-	nodes := spec.Nodes
-	if len(nodes) == 0 {
-		nodes = defaultNodes
-	}
-	for i, n := range nodes {
-		p.Nodes = append(p.Nodes, planNode(n, nthSubnet24(podCIDR, i)))
+	for i, n := range nodesOf(spec) {
+		p.Nodes = append(p.Nodes, planNode(n, nthSubnet24(p.PodCIDR, i)))
 	}
 	if err := p.assignServiceIPs(snap); err != nil {
 		return nil, err
@@ -169,6 +170,48 @@ func (p *Plan) Apply(snap *model.Snapshot) *model.Snapshot {
 		next.Put(pod, origin)
 	}
 	return next
+}
+
+// localClusterSpec is the spec of snap's LocalCluster document, if any.
+func localClusterSpec(snap *model.Snapshot) (model.LocalClusterSpec, error) {
+	switch len(snap.LocalClusters) {
+	case 0:
+	case 1:
+		for _, lc := range snap.LocalClusters {
+			return lc.Spec, nil
+		}
+	default:
+		return model.LocalClusterSpec{}, fmt.Errorf("%d LocalCluster documents; a cluster has one", len(snap.LocalClusters))
+	}
+	return model.LocalClusterSpec{}, nil
+}
+
+func podCIDROf(spec model.LocalClusterSpec) netip.Prefix {
+	if spec.PodCIDR != "" {
+		return netip.MustParsePrefix(spec.PodCIDR).Masked() // validated by the parser
+	}
+	return DefaultPodCIDR
+}
+
+func nodesOf(spec model.LocalClusterSpec) []model.LocalNode {
+	if len(spec.Nodes) == 0 {
+		return defaultNodes
+	}
+	return spec.Nodes
+}
+
+// ControlPlaneAddr is the control plane's address on the pods' bridge: the
+// last usable address of the pod range.
+func (p *Plan) ControlPlaneAddr() netip.Addr { return controlPlaneAddr(p.PodCIDR) }
+
+func controlPlaneAddr(podCIDR netip.Prefix) netip.Addr { return broadcast(podCIDR).Prev() }
+
+// broadcast is the last address of p (IPv4).
+func broadcast(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= uint32(1)<<(32-p.Bits()) - 1
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 func planNode(n model.LocalNode, cidr netip.Prefix) *Node {
@@ -432,5 +475,48 @@ func setEnvironment(pod *corev1.Pod, services []*corev1.Service) {
 			env = append(env, e)
 		}
 		c.Env = env
+		vars := map[string]string{}
+		for _, e := range env {
+			vars[e.Name] = e.Value
+		}
+		for j := range c.Command {
+			c.Command[j] = expandVars(c.Command[j], vars)
+		}
+		for j := range c.Args {
+			c.Args[j] = expandVars(c.Args[j], vars)
+		}
 	}
+}
+
+// expandVars replaces $(NAME) in s by the variable's value, as a kubelet
+// does in a container's command and args: $$ is a literal $, and a
+// reference to an undefined variable is left as written.
+func expandVars(s string, vars map[string]string) string {
+	if !strings.Contains(s, "$") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '$' || i+1 == len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		switch s[i+1] {
+		case '$':
+			b.WriteByte('$')
+			i++
+			continue
+		case '(':
+			if end := strings.IndexByte(s[i+2:], ')'); end >= 0 {
+				name := s[i+2 : i+2+end]
+				if v, ok := vars[name]; ok {
+					b.WriteString(v)
+					i += 2 + end
+					continue
+				}
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

@@ -2,6 +2,7 @@ package local
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,6 +47,17 @@ func Prepare(name string, files []string) (*Prepared, error) {
 			}
 		}
 	}
+	spec, err := localClusterSpec(snap)
+	if err != nil {
+		return nil, err
+	}
+	zones := map[string]bool{}
+	for _, n := range nodesOf(spec) {
+		zones[n.Zone] = true
+	}
+	if err := addWaypoints(snap, StateDir(name), netip.AddrPortFrom(controlPlaneAddr(podCIDROf(spec)), cpGRPCPort), len(zones)); err != nil {
+		return nil, err
+	}
 	plan, err := NewPlan(snap)
 	if err != nil {
 		return nil, err
@@ -66,27 +78,46 @@ func Prepare(name string, files []string) (*Prepared, error) {
 
 // Options start a cluster.
 type Options struct {
-	// AmbitBin and ZtunnelBin are the binaries to run in pods (as "ambit")
-	// and on nodes. Default: this executable, and "ztunnel" next to it.
-	AmbitBin, ZtunnelBin string
+	// AmbitBin, ZtunnelBin and WaypointBin are the binaries to run in pods
+	// (as "ambit"), on nodes, and in waypoint pods (as "waypoint").
+	// Default: this executable, and the others next to it (see Binaries).
+	AmbitBin, ZtunnelBin, WaypointBin string
 	// Progress receives one line per step; nil discards.
 	Progress func(format string, args ...any)
 	// Supervisor is the pid recorded as the cluster's owner (default: ours).
 	Supervisor int
 }
 
-// Binaries finds the ambit and ztunnel binaries (ztunnel next to ambit,
-// else in $PATH).
-func Binaries() (ambit, ztunnel string, err error) {
+// Binaries finds the ambit, ztunnel and waypoint binaries: ambit is this
+// executable, the others are next to it, else in $PATH. A missing waypoint
+// is not an error here (only clusters with waypoints need it): it is "".
+func Binaries() (ambit, ztunnel, waypoint string, err error) {
 	ambit, err = os.Executable()
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
-	ztunnel = filepath.Join(filepath.Dir(ambit), "ztunnel")
-	if _, err := os.Stat(ztunnel); err != nil {
-		if ztunnel, err = exec.LookPath("ztunnel"); err != nil {
-			return "", "", fmt.Errorf("no ztunnel binary next to %s nor in $PATH: build it with 'make build'", ambit)
+	find := func(name string) string {
+		p := filepath.Join(filepath.Dir(ambit), name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+		return ""
+	}
+	if ztunnel = find("ztunnel"); ztunnel == "" {
+		return "", "", "", fmt.Errorf("no ztunnel binary next to %s nor in $PATH: build it with 'make build'", ambit)
+	}
+	return ambit, ztunnel, find("waypoint"), nil
+}
+
+// NeedsWaypoint reports whether the plan runs waypoint instances.
+func (p *Plan) NeedsWaypoint() bool {
+	for _, pod := range p.Pods {
+		if isWaypointPod(pod) {
+			return true
 		}
 	}
-	return ambit, ztunnel, nil
+	return false
 }

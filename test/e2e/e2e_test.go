@@ -19,7 +19,7 @@ import (
 	"github.com/ambit-mesh/ambit/internal/netns/netnstest"
 )
 
-var bins struct{ dir, ambit, ztunnel string }
+var bins struct{ dir, ambit string }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// build compiles ambit and ztunnel into a temporary directory once.
+// build compiles ambit, ztunnel and waypoint into a temporary directory once.
 func build(t *testing.T) string {
 	t.Helper()
 	if bins.ambit != "" {
@@ -48,13 +48,13 @@ func build(t *testing.T) string {
 	if _, err := os.Stat(goBin); err != nil {
 		goBin = "go"
 	}
-	cmd := exec.Command(goBin, "build", "-o", dir+"/", "./cmd/ambit", "./cmd/ztunnel")
+	cmd := exec.Command(goBin, "build", "-o", dir+"/", "./cmd/ambit", "./cmd/ztunnel", "./cmd/waypoint")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	bins.ambit, bins.ztunnel = filepath.Join(dir, "ambit"), filepath.Join(dir, "ztunnel")
+	bins.ambit = filepath.Join(dir, "ambit")
 	return bins.ambit
 }
 
@@ -82,11 +82,17 @@ func clusterName(t *testing.T, suffix string) string {
 // up starts the quickstart as cluster name and removes it at the end.
 func up(t *testing.T, name string) time.Duration {
 	t.Helper()
+	return upFrom(t, name, "examples/quickstart")
+}
+
+// upFrom starts cluster name from manifests and removes it at the end.
+func upFrom(t *testing.T, name, manifests string) time.Duration {
+	t.Helper()
 	start := time.Now()
 	t.Cleanup(func() { ambit(t, "down", "--name", name) })
-	out := mustAmbit(t, "up", "--detach", "--name", name, "-f", "examples/quickstart")
+	out := mustAmbit(t, "up", "--detach", "--name", name, "-f", manifests)
 	d := time.Since(start)
-	t.Logf("ambit up --detach --name %s -f examples/quickstart (%.2fs):\n%s", name, d.Seconds(), out)
+	t.Logf("ambit up --detach --name %s -f %s (%.2fs):\n%s", name, manifests, d.Seconds(), out)
 	if !strings.Contains(out, "ready in") {
 		t.Fatalf("no \"ready in\" line:\n%s", out)
 	}

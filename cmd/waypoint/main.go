@@ -67,6 +67,7 @@ Flags:
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", ":15020", "metrics endpoint (/metrics)")
 	fs.StringVar(&cfg.ReadyAddr, "ready-addr", ":15021", "readiness endpoint (/healthz/ready)")
 	fs.StringVar(&accessLog, "access-log", "/dev/stdout", `access log: one JSON line per request ("" disables)`)
+	servedZone := fs.Bool("served-zone-header", true, "add x-ambit-served-zone (the zone of the endpoint that answered) to responses")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long requests in flight may finish after SIGTERM")
 	fs.IntVar(&cfg.Limits.MaxHeaderBytes, "max-header-bytes", 60<<10, "largest request header block")
 	fs.IntVar(&cfg.Limits.MaxHeaders, "max-headers", 100, "most request header fields")
@@ -90,6 +91,7 @@ Flags:
 		}
 		return err
 	}
+	cfg.NoServedZoneHeader = !*servedZone
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
 	}

@@ -86,6 +86,9 @@ func (a *accessLog) record(x *exchange, d time.Duration, reqBytes int64) {
 	if x.upstream.IsValid() {
 		b = appendField(b, "upstream_host", x.upstream.String())
 	}
+	if x.endpoint != nil {
+		b = appendField(b, "upstream_zone", x.endpoint.Locality.GetZone())
+	}
 	if x.dstSvc != nil {
 		b = appendField(b, "upstream_service", x.dstSvc.GetHostname())
 	}

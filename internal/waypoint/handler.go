@@ -441,7 +441,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		var st *endpointStats
 		if c != nil {
 			eps := c.endpoints(x.view.Endpoints(dest.GetService()))
-			e = c.pick(eps, &state.Request{Service: x.dstSvc, Port: sp, Source: x.view.WorkloadByIP(x.t.src)}, hash, hasHash, exclude)
+			e = c.pick(eps, &state.Request{Service: x.dstSvc, Port: sp, Source: x.view.WorkloadByIP(x.t.src), Zone: r.Header.Get(destinationZoneHeader)}, hash, hasHash, exclude)
 			if e == nil {
 				x.reply(http.StatusServiceUnavailable, "UH", "no healthy upstream")
 				return
@@ -485,6 +485,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		if perTry > 0 {
 			timer = time.AfterFunc(perTry, func() { timedOut.Store(true); acancel() })
 		}
+		sent := time.Now()
 		resp, lastErr = transport.RoundTrip(out.WithContext(actx))
 		if timer != nil && !timer.Stop() && lastErr == nil {
 			// The per-try timer fired as the headers arrived: the attempt
@@ -498,7 +499,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 			status = resp.StatusCode
 		}
 		if c != nil {
-			c.observe(c.endpoints(x.view.Endpoints(dest.GetService())), e, st, status)
+			c.observe(c.endpoints(x.view.Endpoints(dest.GetService())), e, status, time.Since(sent))
 		}
 		retriable := retry != nil && try+1 < attempts && (tap == nil || tap.replayable()) && !upgrade
 		if lastErr == nil {
@@ -511,6 +512,9 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 				acancel()
 				exclude = e
 				continue
+			}
+			if z := x.p.clusters.servedZone(e); z != "" {
+				resp.Header.Set(servedZoneHeader, z)
 			}
 			// The attempt's cancel runs when the response is done.
 			x.respond(resp, rr, be, upgrade, func() { acancel(); x.release(c, st) })

@@ -9,7 +9,15 @@ import (
 	"time"
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
+	"github.com/ambit-mesh/ambit/internal/lb"
 	"github.com/ambit-mesh/ambit/internal/ztunnel/state"
+)
+
+// Zone headers (seed 000): a request's x-destination-zone pins the zone
+// that serves it; the response's x-ambit-served-zone says which did.
+const (
+	destinationZoneHeader = "X-Destination-Zone"
+	servedZoneHeader      = "X-Ambit-Served-Zone"
 )
 
 // Endpoint choice for a destination Service (and DestinationRule subset):
@@ -40,7 +48,20 @@ type trafficPolicy struct {
 	connectTimeout time.Duration
 
 	outlier *outlierPolicy
+	// locality overrides the Service's locality preference: nil keeps it;
+	// from DestinationRule localityLbSetting, enabled: false turns it off
+	// (noLocality) and enabled: true turns on "prefer the caller's zone"
+	// for a Service that states no preference (preferClose).
+	locality *meshv1.LoadBalancing
 }
+
+var (
+	noLocality  = &meshv1.LoadBalancing{}
+	preferClose = &meshv1.LoadBalancing{
+		RoutingPreference: []meshv1.LoadBalancing_Scope{meshv1.LoadBalancing_REGION, meshv1.LoadBalancing_ZONE, meshv1.LoadBalancing_SUBZONE},
+		Mode:              meshv1.LoadBalancing_FAILOVER,
+	}
+)
 
 type outlierPolicy struct {
 	consec5xx, consecGateway uint32
@@ -110,6 +131,12 @@ func compileTrafficPolicy(field string, tp *meshv1.TrafficPolicy) (*trafficPolic
 		out.lb = lbHash
 		out.hashHeader, out.hashCookie, out.hashQuery, out.hashSourceIP = lb.GetHashHeader(), lb.GetHashCookie(), lb.GetHashQueryParam(), lb.GetHashSourceIp()
 	}
+	if l := lb.GetLocality(); l != nil {
+		out.locality = noLocality
+		if l.GetEnabled() {
+			out.locality = preferClose
+		}
+	}
 	if cp := tp.GetConnectionPool(); cp != nil {
 		if cp.GetConnectTimeoutMs() < 0 {
 			return nil, fmt.Errorf("%s.connection_pool.connect_timeout_ms: negative", field)
@@ -154,6 +181,11 @@ type cluster struct {
 	slots    chan struct{} // maxConnections, nil when unlimited
 	stats    sync.Map      // workload uid → *endpointStats
 	filtered atomic.Pointer[endpointCache]
+	// health is what this waypoint observed of the destination's
+	// endpoints: response time EWMAs per endpoint and zone, passive
+	// ejection (DestinationRule outlierDetection's settings when given,
+	// else five consecutive 5xx), degraded zones.
+	health *lb.Health
 }
 
 type endpointCache struct {
@@ -163,14 +195,16 @@ type endpointCache struct {
 }
 
 type endpointStats struct {
-	active        atomic.Int64
-	consec5xx     atomic.Uint32
-	consecGateway atomic.Uint32
-	ejectedUntil  atomic.Int64 // unix nanoseconds
-	ejections     atomic.Uint32
+	active atomic.Int64
 }
 
-type clusters struct{ m sync.Map } // key → *cluster
+type clusters struct {
+	m sync.Map // key → *cluster
+	// noServedZone turns the x-ambit-served-zone response header off.
+	noServedZone bool
+	// now is the clock of the clusters' health (tests); nil: time.Now.
+	now func() time.Time
+}
 
 func (cs *clusters) get(key string, tp *trafficPolicy, subset *subsetPolicy) *cluster {
 	if v, ok := cs.m.Load(key); ok {
@@ -179,12 +213,28 @@ func (cs *clusters) get(key string, tp *trafficPolicy, subset *subsetPolicy) *cl
 			return c
 		}
 	}
-	c := &cluster{key: key, tp: tp, subset: subset}
+	c := &cluster{key: key, tp: tp, subset: subset, health: lb.NewHealth(healthConfig(tp, cs.now))}
 	if tp.maxConnections > 0 {
 		c.slots = make(chan struct{}, tp.maxConnections)
 	}
 	cs.m.Store(key, c)
 	return c
+}
+
+// healthConfig: passive health as the DestinationRule's outlierDetection
+// asks (Envoy's max ejection time, 300 s), else the mesh's default — five
+// consecutive 5xx eject for 1 s, doubling up to 5 s.
+func healthConfig(tp *trafficPolicy, now func() time.Time) lb.HealthConfig {
+	cfg := lb.HealthConfig{Now: now}
+	if o := tp.outlier; o != nil {
+		cfg.EjectAfter = int(o.consec5xx)
+		if o.consec5xx == 0 {
+			cfg.EjectAfter = int(o.consecGateway)
+		}
+		cfg.BaseEjection, cfg.MaxEjection = o.baseEjection, 300*time.Second
+		cfg.MaxEjectionPercent = o.maxEjectionPercent
+	}
+	return cfg
 }
 
 // errOverflow: a connection-pool limit refused the request (Envoy's UO).
@@ -288,31 +338,35 @@ func (c *cluster) endpoints(eps []*state.Endpoint) []*state.Endpoint {
 // any other remains. hash is the consistent-hash key (used when hasHash).
 //
 // With the default policy (least request) and a first attempt, loc (the
-// destination Service and port and the client's workload) lets the
-// Service's locality preference (trafficDistribution, load_balancing) pick
-// the tier first, as the ztunnel does: the same LocalityChooser, with this
-// cluster's outstanding requests as the two-choices score and its outlier
-// ejections.
+// destination Service and port, the client's workload, a pinned zone) goes
+// to the chooser the ztunnel uses (internal/lb): the Service's locality
+// preference (trafficDistribution, or the DestinationRule's
+// localityLbSetting) picks the tier, avoiding ejected endpoints and
+// degraded zones; within it the better of two random endpoints by response
+// time × outstanding requests (Linkerd's peak-EWMA idea).
 func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, hasHash bool, exclude *state.Endpoint) *state.Endpoint {
 	n := len(eps)
 	if n == 0 {
 		return nil
 	}
-	if loc != nil && exclude == nil && c.tp.lb == lbLeastRequest {
+	if loc != nil && (loc.Zone != "" || (exclude == nil && c.tp.lb == lbLeastRequest)) {
 		r := *loc
 		r.Endpoints = eps
-		lc := state.LocalityChooser{Scorer: c, Ejector: c}
+		r.Health = c.health
+		if c.tp.locality != nil {
+			r.LoadBalancing = c.tp.locality
+		}
+		lc := lb.LocalityChooser{Scorer: c}
 		if i := lc.Choose(r); i >= 0 && i < n {
 			return eps[i]
 		}
 		return nil
 	}
-	now := time.Now().UnixNano()
 	ok := func(e *state.Endpoint, strict int) bool {
 		if strict >= 2 && e == exclude {
 			return false
 		}
-		if strict >= 1 && c.tp.outlier != nil && c.statsOf(e.Workload.GetUid()).ejectedUntil.Load() > now {
+		if strict >= 1 && c.health.Ejected(e) {
 			return false
 		}
 		return true
@@ -333,7 +387,7 @@ func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, h
 			a := scan(eps, rand.IntN(n), func(e *state.Endpoint) bool { return ok(e, strict) })
 			b := scan(eps, rand.IntN(n), func(e *state.Endpoint) bool { return ok(e, strict) })
 			e = a
-			if a != nil && b != nil && c.statsOf(b.Workload.GetUid()).active.Load() < c.statsOf(a.Workload.GetUid()).active.Load() {
+			if a != nil && b != nil && c.Score(b) < c.Score(a) {
 				e = b
 			}
 		}
@@ -344,14 +398,11 @@ func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, h
 	return nil
 }
 
-// Score implements state.Scorer: outstanding requests.
+// Score implements lb.Scorer: (outstanding requests + 1) × response time
+// EWMA. An endpoint not measured yet counts as fast, so it is measured
+// soon.
 func (c *cluster) Score(e *state.Endpoint) float64 {
-	return float64(c.statsOf(e.Workload.GetUid()).active.Load())
-}
-
-// Ejected implements state.Ejector: outlier detection's verdict.
-func (c *cluster) Ejected(e *state.Endpoint) bool {
-	return c.tp.outlier != nil && c.statsOf(e.Workload.GetUid()).ejectedUntil.Load() > time.Now().UnixNano()
+	return float64(c.statsOf(e.Workload.GetUid()).active.Load()+1) * float64(max(c.health.Latency(e), time.Microsecond))
 }
 
 func scan(eps []*state.Endpoint, start int, ok func(*state.Endpoint) bool) *state.Endpoint {
@@ -400,46 +451,23 @@ func mix(x uint64) uint64 {
 	return x ^ x>>31
 }
 
-// observe feeds a finished attempt to least request and outlier detection:
-// status is the response code, or 0 when the endpoint could not be reached.
-func (c *cluster) observe(eps []*state.Endpoint, e *state.Endpoint, st *endpointStats, status int) {
-	o := c.tp.outlier
-	if o == nil {
-		return
-	}
-	gateway := status == 0 || status == 502 || status == 503 || status == 504
+// observe feeds a finished attempt to the destination's health: status is
+// the response code, or 0 when the endpoint could not be reached; latency
+// is the time to response headers. A 5xx (or, when the DestinationRule
+// counts only gateway errors, a 502/503/504) or no response is a failure.
+func (c *cluster) observe(eps []*state.Endpoint, e *state.Endpoint, status int, latency time.Duration) {
 	fail := status == 0 || status >= 500
-	if !fail {
-		st.consec5xx.Store(0)
-		st.consecGateway.Store(0)
-		return
+	if o := c.tp.outlier; o != nil && o.consec5xx == 0 {
+		fail = status == 0 || status == 502 || status == 503 || status == 504
 	}
-	n5 := st.consec5xx.Add(1)
-	ng := uint32(0)
-	if gateway {
-		ng = st.consecGateway.Add(1)
-	} else {
-		st.consecGateway.Store(0)
+	c.health.Observe(e, latency, !fail, len(eps))
+}
+
+// servedZone is the x-ambit-served-zone value for a response from e, ""
+// when the header is off.
+func (cs *clusters) servedZone(e *state.Endpoint) string {
+	if cs.noServedZone || e == nil {
+		return ""
 	}
-	if !((o.consec5xx > 0 && n5 >= o.consec5xx) || (o.consecGateway > 0 && ng >= o.consecGateway)) {
-		return
-	}
-	now := time.Now().UnixNano()
-	if st.ejectedUntil.Load() > now {
-		return
-	}
-	ejected := 0
-	for _, x := range eps {
-		if c.statsOf(x.Workload.GetUid()).ejectedUntil.Load() > now {
-			ejected++
-		}
-	}
-	// As Envoy: at most max_ejection_percent of the endpoints, but at least one.
-	if limit := max(1, len(eps)*o.maxEjectionPercent/100); ejected >= limit {
-		return
-	}
-	k := st.ejections.Add(1)
-	st.ejectedUntil.Store(now + int64(o.baseEjection)*int64(k))
-	st.consec5xx.Store(0)
-	st.consecGateway.Store(0)
+	return e.Locality.GetZone()
 }

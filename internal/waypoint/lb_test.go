@@ -105,16 +105,16 @@ func TestHashMovesFewKeys(t *testing.T) {
 
 func TestOutlierDetection(t *testing.T) {
 	eps := endpoints(2)
-	var cs clusters
+	now := time.Unix(1000, 0)
+	cs := clusters{now: func() time.Time { return now }}
 	cl := cs.get("svc", policy(t, &meshv1.TrafficPolicy{OutlierDetection: &meshv1.OutlierDetection{Consecutive_5XxErrors: 3, BaseEjectionTimeMs: 60_000, MaxEjectionPercent: 50}}), nil)
-	bad := cl.statsOf("w0")
 	for i := range 3 {
-		if bad.ejectedUntil.Load() != 0 {
+		if cl.health.Ejected(eps[0]) {
 			t.Fatalf("ejected after %d errors", i)
 		}
-		cl.observe(eps, eps[0], bad, 503)
+		cl.observe(eps, eps[0], 503, time.Millisecond)
 	}
-	if bad.ejectedUntil.Load() <= time.Now().UnixNano() {
+	if !cl.health.Ejected(eps[0]) {
 		t.Fatal("not ejected after 3 consecutive 5xx")
 	}
 	for range 100 {
@@ -123,21 +123,32 @@ func TestOutlierDetection(t *testing.T) {
 		}
 	}
 	// max_ejection_percent 50 of 2: the second one stays.
-	good := cl.statsOf("w1")
 	for range 5 {
-		cl.observe(eps, eps[1], good, 500)
+		cl.observe(eps, eps[1], 500, time.Millisecond)
 	}
-	if good.ejectedUntil.Load() != 0 {
+	if cl.health.Ejected(eps[1]) {
 		t.Error("ejected beyond max_ejection_percent")
 	}
 	// Every endpoint excluded: the waypoint still tries one (panic mode).
 	if cl.pick(eps[:1], nil, 0, false, nil) != eps[0] {
 		t.Error("no endpoint when all are ejected")
 	}
-	// A success resets the count.
-	cl.observe(eps, eps[1], good, 200)
-	if good.consec5xx.Load() != 0 {
-		t.Error("success did not reset the error count")
+	// base_ejection_time: back after 60 s.
+	now = now.Add(time.Minute)
+	if cl.health.Ejected(eps[0]) {
+		t.Error("still ejected after base_ejection_time")
+	}
+	// Only gateway errors count when only consecutiveGatewayErrors is set.
+	gw := cs.get("gw", policy(t, &meshv1.TrafficPolicy{OutlierDetection: &meshv1.OutlierDetection{ConsecutiveGatewayErrors: 2, MaxEjectionPercent: 100}}), nil)
+	gw.observe(eps, eps[0], 500, 0)
+	gw.observe(eps, eps[0], 500, 0)
+	if gw.health.Ejected(eps[0]) {
+		t.Error("500s ejected with only consecutiveGatewayErrors set")
+	}
+	gw.observe(eps, eps[0], 502, 0)
+	gw.observe(eps, eps[0], 0, 0)
+	if !gw.health.Ejected(eps[0]) {
+		t.Error("two gateway errors did not eject")
 	}
 }
 
@@ -211,8 +222,30 @@ func TestPickPrefersClientZone(t *testing.T) {
 	}
 	// Ejected: failover to the next tier.
 	cl = cs.get("svc2", policy(t, &meshv1.TrafficPolicy{OutlierDetection: &meshv1.OutlierDetection{Consecutive_5XxErrors: 1, MaxEjectionPercent: 100}}), nil)
-	cl.observe(eps, eps[2], cl.statsOf("b1"), 500)
+	cl.observe(eps, eps[2], 500, 0)
 	if e := cl.pick(eps, &state.Request{Service: svc, Source: client}, 0, false, nil); e.Workload.Uid == "b1" {
 		t.Fatal("the ejected endpoint was picked")
+	}
+	// A pinned zone wins over the client's.
+	for range 20 {
+		if e := cl.pick(eps, &state.Request{Service: svc, Source: client, Zone: "zone-a"}, 0, false, nil); e.Locality.GetZone() != "zone-a" {
+			t.Fatalf("pinned zone-a, got %s", e.Workload.Uid)
+		}
+	}
+	// DestinationRule localityLbSetting enabled: false turns locality off.
+	off := cs.get("svc3", policy(t, &meshv1.TrafficPolicy{LoadBalancer: &meshv1.LoadBalancerPolicy{Locality: &meshv1.LoadBalancerPolicy_LocalityLb{Enabled: false}}}), nil)
+	seen := map[string]bool{}
+	for range 200 {
+		seen[off.pick(eps, &state.Request{Service: svc, Source: client}, 0, false, nil).Workload.Uid] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("locality disabled by the DestinationRule: picked %v, want all three", seen)
+	}
+	// enabled: true prefers the client's zone for a Service stating nothing.
+	on := cs.get("svc4", policy(t, &meshv1.TrafficPolicy{LoadBalancer: &meshv1.LoadBalancerPolicy{Locality: &meshv1.LoadBalancerPolicy_LocalityLb{Enabled: true}}}), nil)
+	for range 100 {
+		if e := on.pick(eps, &state.Request{Service: &meshv1.Service{}, Source: client}, 0, false, nil); e.Workload.Uid != "b1" {
+			t.Fatalf("localityLbSetting enabled: picked %s, want the client's zone", e.Workload.Uid)
+		}
 	}
 }

@@ -235,6 +235,19 @@ func TestWaypoint(t *testing.T) {
 			t.Errorf("backend saw peer %s, want the waypoint 10.244.1.10", r.echo.Peer)
 		}
 	})
+	t.Run("zone pinned by x-destination-zone, served zone reported", func(t *testing.T) {
+		r := m.get(t, "http://10.96.0.10/zoned", map[string]string{"x-destination-zone": "zone-b"})
+		if r.status != 200 || r.header.Get("X-Ambit-Served-Zone") != "zone-b" {
+			t.Fatalf("pinned to zone-b: %d, served zone %q", r.status, r.header.Get("X-Ambit-Served-Zone"))
+		}
+		// No echo runs in zone-a: a pin there finds no endpoint.
+		if r := m.get(t, "http://10.96.0.10/zoned-a", map[string]string{"x-destination-zone": "zone-a"}); r.status != 503 {
+			t.Fatalf("pinned to the empty zone-a: %d, want 503", r.status)
+		}
+		meshtest.Eventually(t, "access log names the serving zone", func() bool {
+			return strings.Contains(m.access.String(), `"path":"/zoned","protocol":"HTTP/1.1","response_code":200`) && strings.Contains(m.access.String(), `"upstream_zone":"zone-b"`)
+		})
+	})
 	t.Run("h2c", func(t *testing.T) {
 		r := m.do(t, m.httpClient(true), "GET", "http://10.96.0.10/h2", nil)
 		if r.status != 200 || r.echo.Proto != "HTTP/2.0" {

@@ -53,6 +53,9 @@ type Config struct {
 	// AccessLog receives one JSON line per request; nil disables it.
 	AccessLog io.Writer
 	Limits    Limits
+	// NoServedZoneHeader leaves out the x-ambit-served-zone response
+	// header (the zone of the endpoint that answered).
+	NoServedZoneHeader bool
 	// DrainTimeout is how long requests in flight may finish after SIGTERM.
 	DrainTimeout time.Duration
 	Log          *slog.Logger
@@ -107,6 +110,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	proxy.clusters.noServedZone = cfg.NoServedZoneHeader
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
 	go config.Run(runCtx)

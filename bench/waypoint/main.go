@@ -38,10 +38,13 @@ import (
 )
 
 var (
-	flagTools    = flag.String("tools", "bench/.tools", "directory with fortio and waypoint")
-	flagRounds   = flag.Int("rounds", 1, "rounds (ways interleaved in each)")
-	flagDuration = flag.Duration("t", 10*time.Second, "duration of each fortio run")
-	flagOut      = flag.String("out", "", "write the samples as JSON to this file")
+	flagTools     = flag.String("tools", "bench/.tools", "directory with fortio and waypoint")
+	flagRounds    = flag.Int("rounds", 1, "rounds (ways interleaved in each)")
+	flagDuration  = flag.Duration("t", 10*time.Second, "duration of each fortio run")
+	flagOut       = flag.String("out", "", "write the samples as JSON to this file")
+	flagWaypoint2 = flag.String("waypoint2", "", "another waypoint binary, measured as a fifth interleaved way (\"waypoint2\") to compare two builds")
+	flagWays      = flag.String("ways", "direct,waypoint,nginx,haproxy,waypoint2", "ways to measure (waypoint2 only with -waypoint2)")
+	flagPerf      = flag.String("perf", "", "after the rounds, record the waypoint with perf record -g during one more max-load run, into this directory")
 )
 
 const manifests = `
@@ -241,14 +244,30 @@ func run(ctx context.Context) error {
 	os.WriteFile(root, []byte(strings.Join(authority.TrustBundlePEM(), "")), 0o644)
 
 	ways := []*way{{name: "direct", url: "http://10.244.2.2:8080/echo"}}
-	wp, err := start(proxyNS, "waypoint", filepath.Join(tools, "waypoint"), "--node", "node-a", "--control-plane", "127.0.0.1:15012",
-		"--token-file", token, "--root-cert", root, "--namespace", "bench", "--gateway", "waypoint", "--service-account", "waypoint",
-		"--hbone-addr", "127.0.0.1:15008", "--admin-addr", "127.0.0.1:15000", "--metrics-addr", "127.0.0.1:15020", "--ready-addr", "127.0.0.1:15021",
-		"--access-log", "", "--plain-http", "127.0.0.1:18080=10.96.0.10:80")
-	if err != nil {
+	// Waypoint i serves plain HTTP on 127.0.0.1:18080+3i and its HBONE,
+	// admin, metrics and readiness ports 100i above the usual ones; both
+	// are pods of the same Gateway.
+	startWaypoint := func(name, bin string, i int) error {
+		port := func(base int) string { return "127.0.0.1:" + strconv.Itoa(base+100*i) }
+		plain := "127.0.0.1:" + strconv.Itoa(18080+3*i)
+		wp, err := start(proxyNS, name, bin, "--node", "node-a", "--control-plane", "127.0.0.1:15012",
+			"--token-file", token, "--root-cert", root, "--namespace", "bench", "--gateway", "waypoint", "--service-account", "waypoint",
+			"--hbone-addr", port(15008), "--admin-addr", port(15000), "--metrics-addr", port(15020), "--ready-addr", port(15021),
+			"--access-log", "", "--plain-http", plain+"=10.96.0.10:80")
+		if err != nil {
+			return err
+		}
+		ways = append(ways, &way{name: name, url: "http://" + plain + "/echo", proc: wp})
+		return nil
+	}
+	if err := startWaypoint("waypoint", filepath.Join(tools, "waypoint"), 0); err != nil {
 		return err
 	}
-	ways = append(ways, &way{name: "waypoint", url: "http://127.0.0.1:18080/echo", proc: wp})
+	if *flagWaypoint2 != "" {
+		if err := startWaypoint("waypoint2", *flagWaypoint2, 1); err != nil {
+			return err
+		}
+	}
 	os.WriteFile(filepath.Join(work, "nginx.conf"), []byte(fmt.Sprintf(nginxConf, work)), 0o644)
 	ng, err := start(proxyNS, "nginx", "nginx", "-c", filepath.Join(work, "nginx.conf"))
 	if err != nil {
@@ -280,6 +299,21 @@ func run(ctx context.Context) error {
 		}
 	}
 
+	want := map[string]bool{}
+	for _, n := range strings.Split(*flagWays, ",") {
+		want[strings.TrimSpace(n)] = true
+	}
+	measured := ways[:0]
+	for _, w := range ways {
+		if want[w.name] {
+			measured = append(measured, w)
+		}
+	}
+	ways = measured
+	if len(ways) == 0 {
+		return fmt.Errorf("-ways %q names none of direct, waypoint, nginx, haproxy, waypoint2", *flagWays)
+	}
+
 	var samples []sample
 	for round := 1; round <= *flagRounds; round++ {
 		for i := range ways {
@@ -291,12 +325,17 @@ func run(ctx context.Context) error {
 				}
 				s.Round = round
 				samples = append(samples, s)
-				log.Printf("round %d %-8s qps=%-4s achieved %7.0f  p50 %.3f p90 %.3f p99 %.3f ms  errors %d  vCPU/1000rps %.3f  RSS %.1f MiB",
+				log.Printf("round %d %-9s qps=%-4s achieved %7.0f  p50 %.3f p90 %.3f p99 %.3f ms  errors %d  vCPU/1000rps %.3f  RSS %.1f MiB",
 					round, w.name, qps, s.QPS, s.P50, s.P90, s.P99, s.Errors, s.CPUPer1000, s.RSSMiB)
 			}
 		}
 	}
 	report(samples)
+	if *flagPerf != "" {
+		if err := perfRecord(ctx, proxyNS, fortio, work, ways); err != nil {
+			return err
+		}
+	}
 	if *flagOut != "" {
 		b, _ := json.MarshalIndent(samples, "", "  ")
 		if err := os.WriteFile(*flagOut, b, 0o644); err != nil {
@@ -368,6 +407,33 @@ func measure(ctx context.Context, ns *netns.NS, fortio, work string, w *way, qps
 		}
 	}
 	return s, nil
+}
+
+// perfRecord records the waypoint's call graphs (perf record -g) during
+// one more max-load run, into -perf DIR/waypoint.perf.data.
+func perfRecord(ctx context.Context, ns *netns.NS, fortio, work string, ways []*way) error {
+	for _, w := range ways {
+		if w.name != "waypoint" {
+			continue
+		}
+		if err := os.MkdirAll(*flagPerf, 0o755); err != nil {
+			return err
+		}
+		out := filepath.Join(*flagPerf, "waypoint.perf.data")
+		perf := exec.CommandContext(ctx, "perf", "record", "-g", "-F", "999", "-o", out, "-p", strconv.Itoa(w.proc.Process.Pid))
+		perf.Stdout, perf.Stderr = os.Stderr, os.Stderr
+		if err := perf.Start(); err != nil {
+			return fmt.Errorf("perf: %w", err)
+		}
+		s, err := measure(ctx, ns, fortio, work, w, "0")
+		perf.Process.Signal(os.Interrupt)
+		perf.Wait()
+		if err != nil {
+			return err
+		}
+		log.Printf("perf run: %s achieved %.0f qps; profile in %s (perf report -i %s)", w.name, s.QPS, out, out)
+	}
+	return nil
 }
 
 // group lists the processes of pid's process group (nginx's master and
@@ -446,14 +512,24 @@ func report(samples []sample) {
 	}
 	fmt.Printf("\n%-9s %-9s %9s %8s %8s %8s %14s %9s\n", "way", "load", "qps", "p50 ms", "p90 ms", "p99 ms", "vCPU/1000rps", "RSS MiB")
 	for _, load := range []string{"1000 rps", "max"} {
-		for _, w := range []string{"direct", "waypoint", "nginx", "haproxy"} {
-			s := med[key{w, load}]
+		for _, w := range []string{"direct", "waypoint", "waypoint2", "nginx", "haproxy"} {
+			s, ok := med[key{w, load}]
+			if !ok {
+				continue
+			}
 			fmt.Printf("%-9s %-9s %9.0f %8.3f %8.3f %8.3f %14.3f %9.1f\n", w, load, s.QPS, s.P50, s.P90, s.P99, s.CPUPer1000, s.RSSMiB)
 		}
 	}
-	wp, ng, d := med[key{"waypoint", "1000 rps"}], med[key{"nginx", "1000 rps"}], med[key{"direct", "1000 rps"}]
-	wm, nm := med[key{"waypoint", "max"}], med[key{"nginx", "max"}]
-	fmt.Printf("\nwaypoint/nginx vCPU per 1000 rps: %.2f at 1000 rps, %.2f at max (target ≤ 1.5)\n", wp.CPUPer1000/ng.CPUPer1000, wm.CPUPer1000/nm.CPUPer1000)
-	fmt.Printf("added p99 at 1000 rps: waypoint %.3f ms, nginx %.3f ms, ratio %.2f (target ≤ 2)\n", wp.P99-d.P99, ng.P99-d.P99, (wp.P99-d.P99)/(ng.P99-d.P99))
-	fmt.Printf("waypoint peak RSS at 16 connections: %.1f MiB (target ≤ 40)\n", max(wp.RSSMiB, wm.RSSMiB))
+	ng, d, nm := med[key{"nginx", "1000 rps"}], med[key{"direct", "1000 rps"}], med[key{"nginx", "max"}]
+	fmt.Println()
+	for _, name := range []string{"waypoint", "waypoint2"} {
+		wp, ok := med[key{name, "1000 rps"}]
+		if !ok {
+			continue
+		}
+		wm := med[key{name, "max"}]
+		fmt.Printf("%s/nginx vCPU per 1000 rps: %.2f at 1000 rps, %.2f at max (target ≤ 1.5)\n", name, wp.CPUPer1000/ng.CPUPer1000, wm.CPUPer1000/nm.CPUPer1000)
+		fmt.Printf("%s added p99 at 1000 rps: %.3f ms, nginx %.3f ms, ratio %.2f (target ≤ 2)\n", name, wp.P99-d.P99, ng.P99-d.P99, (wp.P99-d.P99)/(ng.P99-d.P99))
+		fmt.Printf("%s peak RSS at 16 connections: %.1f MiB (target ≤ 40)\n", name, max(wp.RSSMiB, wm.RSSMiB))
+	}
 }

@@ -302,51 +302,75 @@ func TestServePlainLoopbackOnly(t *testing.T) {
 	}
 }
 
-// BenchmarkPlainHop is the waypoint as a bare HTTP hop (the plaintext
-// benchmarking listener, a backend outside the mesh): what bench/waypoint.sh
-// compares with nginx and haproxy, here in one process. POST 1 KiB, 1 KiB back.
-func BenchmarkPlainHop(b *testing.B) {
+// plainHop is a waypoint serving a plaintext loopback listener as a hop to
+// an HTTP backend outside the mesh (bench/waypoint.sh's setup, in one
+// process). Requests to /local/ are answered by the waypoint itself (418).
+type plainHop struct {
+	proxy *Proxy
+	addr  string // the waypoint's listener
+}
+
+func startPlainHop(tb testing.TB, backend http.Handler) *plainHop {
+	tb.Helper()
 	authority, err := ca.New(ca.Options{TrustDomain: "cluster.local"})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	certs, err := identity.NewManager(identity.Options{Client: directCA{authority}, Bundle: identity.NewBundle(authority.TrustBundle())})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer certs.Close()
-	// Read the whole body first: net/http stops request-body reads once a
-	// handler has written its answer.
-	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		w.Write(b)
-	})}
-	bl, _ := net.Listen("tcp", "127.0.0.1:0")
-	go backend.Serve(bl)
-	defer backend.Close()
+	tb.Cleanup(certs.Close)
+	srv := &http.Server{Handler: backend}
+	bl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go srv.Serve(bl)
+	tb.Cleanup(func() { srv.Close() })
 	bport := uint32(bl.Addr().(*net.TCPAddr).Port)
 	store := NewStore("shop/waypoint")
+	to := []*meshv1.WeightedBackend{{Destination: &meshv1.Destination{Service: benchSvc, Port: 80}, Weight: 1}}
 	err = store.Apply(&xds.Update{Version: 1, Types: []xds.TypeUpdate{
 		{TypeURL: meshv1.TypeService, Upserts: []xds.Resource{{Name: benchSvc, Message: &meshv1.Service{Name: "echo", Namespace: "shop", Hostname: "echo.shop.svc.cluster.local",
 			Addresses: []string{"10.96.0.10"}, Ports: []*meshv1.ServicePort{{Port: 80, TargetPort: bport, AppProtocol: meshv1.AppProtocol_HTTP}}}}}},
 		{TypeURL: meshv1.TypeWorkload, Upserts: []xds.Resource{{Name: "c/Pod/shop/echo", Message: &meshv1.Workload{Uid: "c/Pod/shop/echo", Name: "echo", Namespace: "shop",
 			Addresses: []string{"127.0.0.1"}, Services: map[string]*meshv1.PortList{benchSvc: {Ports: []*meshv1.Port{{ServicePort: 80, TargetPort: bport}}}}}}}},
 		{TypeURL: meshv1.TypeWaypointConfig, Upserts: []xds.Resource{{Name: "shop/waypoint", Message: &meshv1.WaypointConfig{Name: "waypoint", Namespace: "shop",
-			Services: []*meshv1.ServiceRoutes{{Service: benchSvc, Ports: []*meshv1.PortRoutes{{Port: 80, Protocol: meshv1.AppProtocol_HTTP,
-				Rules: []*meshv1.RouteRule{{Backends: []*meshv1.WeightedBackend{{Destination: &meshv1.Destination{Service: benchSvc, Port: 80}, Weight: 1}}}}}}}}}}}},
+			Services: []*meshv1.ServiceRoutes{{Service: benchSvc, Ports: []*meshv1.PortRoutes{{Port: 80, Protocol: meshv1.AppProtocol_HTTP, Rules: []*meshv1.RouteRule{
+				{Matches: []*meshv1.RouteMatch{{Path: &meshv1.PathMatch{Type: meshv1.PathMatch_PREFIX, Value: "/local"}}}, DirectStatus: 418, DirectBody: "local\n"},
+				{Backends: to},
+			}}}}}}}}},
 	}})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	p, err := New(Options{Identity: benchWaypoint, Store: store, Certificates: certs})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer p.Close()
-	pl, _ := net.Listen("tcp", "127.0.0.1:0")
+	tb.Cleanup(p.Close)
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
 	go p.ServePlain(pl, netip.MustParseAddrPort("10.96.0.10:80"))
+	tb.Cleanup(func() { pl.Close() })
+	return &plainHop{proxy: p, addr: pl.Addr().String()}
+}
+
+// BenchmarkPlainHop is the waypoint as a bare HTTP hop (the plaintext
+// benchmarking listener, a backend outside the mesh): what bench/waypoint.sh
+// compares with nginx and haproxy, here in one process. POST 1 KiB, 1 KiB back.
+func BenchmarkPlainHop(b *testing.B) {
+	// Read the whole body first: net/http stops request-body reads once a
+	// handler has written its answer.
+	hop := startPlainHop(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}))
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	url := "http://" + pl.Addr().String() + "/echo"
+	url := "http://" + hop.addr + "/echo"
 	body := strings.Repeat("x", 1024)
 	post := func() {
 		resp, err := client.Post(url, "application/octet-stream", strings.NewReader(body))

@@ -39,22 +39,30 @@ type stream interface {
 type tunnelConn struct {
 	s      stream
 	t      *tunnel
-	prefix []byte
+	src    streamSource
 	closed chan struct{}
 	once   sync.Once
 }
 
 func newTunnelConn(s stream, t *tunnel, prefix []byte) *tunnelConn {
-	return &tunnelConn{s: s, t: t, prefix: prefix, closed: make(chan struct{})}
+	return &tunnelConn{s: s, t: t, src: streamSource{s: s, prefix: prefix}, closed: make(chan struct{})}
 }
 
-func (c *tunnelConn) Read(p []byte) (int, error) {
-	if len(c.prefix) > 0 {
-		n := copy(p, c.prefix)
-		c.prefix = c.prefix[n:]
+func (c *tunnelConn) Read(p []byte) (int, error) { return c.src.Read(p) }
+
+// streamSource reads a stream after replaying the bytes read ahead of it.
+type streamSource struct {
+	s      stream
+	prefix []byte
+}
+
+func (r *streamSource) Read(b []byte) (int, error) {
+	if len(r.prefix) > 0 {
+		n := copy(b, r.prefix)
+		r.prefix = r.prefix[n:]
 		return n, nil
 	}
-	return c.s.Read(p)
+	return r.s.Read(b)
 }
 
 func (c *tunnelConn) Write(p []byte) (int, error) { return c.s.Write(p) }

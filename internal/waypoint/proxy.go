@@ -108,6 +108,7 @@ type Proxy struct {
 	ln       *connListener
 	h1, h2   *http.Transport
 	h1fast   *h1Client
+	h1conns  h1Conns
 	dial     hbone.DialFunc
 	clusters clusters
 	hosts    sync.Map // upstreamKey → string
@@ -246,10 +247,11 @@ func (p *Proxy) TCPMetrics() *telemetry.TCPMetrics { return p.tcpMetrics }
 // Shutdown stops taking tunnels, lets requests in flight finish until ctx is
 // done, then closes everything. It reports whether everything finished.
 func (p *Proxy) Shutdown(ctx context.Context) bool {
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- p.http.Shutdown(ctx) }()
 	go func() { errc <- p.hbone.Shutdown(ctx) }()
-	ok := (<-errc == nil) && (<-errc == nil)
+	go func() { errc <- p.h1conns.shutdown(ctx) }()
+	ok := (<-errc == nil) && (<-errc == nil) && (<-errc == nil)
 	p.Close()
 	return ok
 }
@@ -257,6 +259,7 @@ func (p *Proxy) Shutdown(ctx context.Context) bool {
 // Close stops everything at once.
 func (p *Proxy) Close() {
 	p.ln.Close()
+	p.h1conns.close()
 	p.http.Close()
 	p.hbone.Close()
 	p.pool.Close()
@@ -307,6 +310,10 @@ func (p *Proxy) serveStream(ctx context.Context, t *tunnel, s stream, proto mesh
 	}
 	if proto == meshv1.AppProtocol_TCP || proto == meshv1.AppProtocol_TLS {
 		p.relayTCP(ctx, t, s, prefix, logger)
+		return
+	}
+	if proto == meshv1.AppProtocol_HTTP {
+		p.serveHTTP1(ctx, t, s, prefix)
 		return
 	}
 	c := newTunnelConn(s, t, prefix)

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/ambit-mesh/ambit/internal/ca"
 	"github.com/ambit-mesh/ambit/internal/cli"
 	"github.com/ambit-mesh/ambit/internal/controlplane"
 	"github.com/ambit-mesh/ambit/internal/model"
+	"github.com/ambit-mesh/ambit/internal/translate"
 )
 
 // caFlags are the CA settings shared by the control plane and node-token.
@@ -32,16 +34,16 @@ func (c *caFlags) load(log *slog.Logger) (*ca.CA, error) {
 
 func controlplaneCommand() *cli.Command {
 	var (
-		files          cli.StringList
-		caf            caFlags
-		grpcAddr       string
-		httpAddr       string
-		rootNamespace  string
-		clusterID      string
-		preferSameZone bool
-		interval       time.Duration
-		source         string
-		kf             kubeFlags
+		files         cli.StringList
+		caf           caFlags
+		grpcAddr      string
+		httpAddr      string
+		rootNamespace string
+		clusterID     string
+		defaultTD     string
+		interval      time.Duration
+		source        string
+		kf            kubeFlags
 	)
 	return &cli.Command{
 		Name:  "controlplane",
@@ -69,11 +71,22 @@ waypoint controller.`,
 			fs.StringVar(&httpAddr, "http-addr", ":15014", "address of the metrics and debug HTTP listener")
 			fs.StringVar(&rootNamespace, "root-namespace", "istio-system", "namespace whose policies apply mesh-wide")
 			fs.StringVar(&clusterID, "cluster-id", "Kubernetes", "cluster name in workload ids")
-			fs.BoolVar(&preferSameZone, "prefer-same-zone", false, "mesh default: keep traffic in the caller's zone when it has healthy endpoints")
+			fs.StringVar(&defaultTD, "default-traffic-distribution", "", "mesh default for Services that set no trafficDistribution: PreferClose, PreferSameZone (keep traffic in the caller's zone while it has healthy, undegraded endpoints) or PreferSameNode")
+			fs.BoolFunc("prefer-same-zone", "same as --default-traffic-distribution PreferSameZone", func(v string) error {
+				if b, err := strconv.ParseBool(v); err != nil {
+					return err
+				} else if b {
+					defaultTD = "PreferSameZone"
+				}
+				return nil
+			})
 			fs.DurationVar(&interval, "watch-interval", 200*time.Millisecond, "how often to check the manifests for changes")
 		},
 		Run: func(ctx context.Context, args []string) error {
 			files = append(files, args...)
+			if err := translate.CheckTrafficDistribution(defaultTD); err != nil {
+				return cli.Usagef("--default-traffic-distribution: %v", err)
+			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 			switch {
 			case source == "kube" && len(files) > 0:
@@ -84,7 +97,7 @@ waypoint controller.`,
 					mesh.TrustDomain = td
 					mesh.RootNamespace = rootNamespace
 					mesh.ClusterID = clusterID
-					mesh.PreferSameZone = preferSameZone
+					mesh.DefaultTrafficDistribution = defaultTD
 					return controlplane.Options{Mesh: mesh, GRPCAddr: grpcAddr, HTTPAddr: httpAddr, Log: log}
 				})
 			case source != "files":
@@ -100,7 +113,7 @@ waypoint controller.`,
 			mesh.TrustDomain = caf.trustDomain
 			mesh.RootNamespace = rootNamespace
 			mesh.ClusterID = clusterID
-			mesh.PreferSameZone = preferSameZone
+			mesh.DefaultTrafficDistribution = defaultTD
 			src := &controlplane.FileSource{Paths: files, Interval: interval, Log: log.With("component", "config")}
 			srv, err := controlplane.New(controlplane.Options{
 				Source: src, Mesh: mesh, CA: authority, GRPCAddr: grpcAddr, HTTPAddr: httpAddr, Log: log,

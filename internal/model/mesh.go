@@ -12,9 +12,12 @@ type MeshConfig struct {
 	ClusterID string
 	// DomainSuffix of Service hostnames: <name>.<namespace>.svc.<suffix>.
 	DomainSuffix string
-	// PreferSameZone makes "prefer the caller's zone, fail over elsewhere" the
-	// default for Services that set no traffic distribution of their own.
-	PreferSameZone bool
+	// DefaultTrafficDistribution is the traffic distribution of Services
+	// that set none (spec.trafficDistribution, or the
+	// networking.istio.io/traffic-distribution annotation on the Service or
+	// its Namespace): PreferClose / PreferSameZone ("prefer the caller's
+	// zone, fail over elsewhere"), PreferSameNode, or "" for none.
+	DefaultTrafficDistribution string
 }
 
 // DefaultMeshConfig returns Istio's defaults.

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 
@@ -112,8 +113,18 @@ func (t *translator) loadBalancing(svc *corev1.Service) *meshv1.LoadBalancing {
 		t.problem(model.Ref{Kind: model.KindService, Namespace: svc.Namespace, Name: svc.Name}, "spec.trafficDistribution",
 			"unknown traffic distribution %q (want PreferClose, PreferSameZone or PreferSameNode); no locality preference applied", td)
 	}
-	if t.mesh.PreferSameZone {
-		return trafficDistribution("PreferSameZone")
+	return trafficDistribution(t.mesh.DefaultTrafficDistribution)
+}
+
+// TrafficDistributions are the values a Service's trafficDistribution and
+// the mesh default accept.
+var TrafficDistributions = []string{"PreferClose", "PreferSameZone", "PreferSameNode"}
+
+// CheckTrafficDistribution reports whether v is a traffic distribution
+// translation understands ("" is none).
+func CheckTrafficDistribution(v string) error {
+	if v != "" && trafficDistribution(v) == nil {
+		return fmt.Errorf("unknown traffic distribution %q (want one of %s)", v, strings.Join(TrafficDistributions, ", "))
 	}
 	return nil
 }

@@ -229,21 +229,25 @@ func TestTrafficDistributionPrecedence(t *testing.T) {
 	tests := []struct {
 		name        string
 		yaml        string
-		meshDefault bool
+		meshDefault string
 		want        []meshv1.LoadBalancing_Scope
 		wantProblem bool
 	}{
-		{"none", ns("") + "---\n" + svc("", ""), false, nil, false},
-		{"mesh default", ns("") + "---\n" + svc("", ""), true, zone, false},
-		{"namespace annotation", ns("PreferSameNode") + "---\n" + svc("", ""), true, node, false},
-		{"service annotation beats namespace", ns("PreferSameNode") + "---\n" + svc("", "PreferClose"), false, zone, false},
-		{"spec beats annotations", ns("PreferClose") + "---\n" + svc("PreferSameNode", "PreferClose"), false, node, false},
-		{"unknown value reported", ns("") + "---\n" + svc("", "Nearest"), false, nil, true},
+		{"none", ns("") + "---\n" + svc("", ""), "", nil, false},
+		{"mesh default same zone", ns("") + "---\n" + svc("", ""), "PreferSameZone", zone, false},
+		{"mesh default same node", ns("") + "---\n" + svc("", ""), "PreferSameNode", node, false},
+		{"namespace annotation beats mesh default", ns("PreferSameNode") + "---\n" + svc("", ""), "PreferSameZone", node, false},
+		{"service annotation beats namespace", ns("PreferSameNode") + "---\n" + svc("", "PreferClose"), "", zone, false},
+		{"spec beats annotations", ns("PreferClose") + "---\n" + svc("PreferSameNode", "PreferClose"), "", node, false},
+		{"spec beats mesh default", ns("") + "---\n" + svc("PreferSameNode", ""), "PreferClose", node, false},
+		{"spec PreferSameZone", ns("") + "---\n" + svc("PreferSameZone", ""), "", zone, false},
+		{"unknown value reported", ns("") + "---\n" + svc("", "Nearest"), "", nil, true},
+		{"unknown value reported, mesh default applies", ns("") + "---\n" + svc("", "Nearest"), "PreferSameZone", zone, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			mesh := model.DefaultMeshConfig()
-			mesh.PreferSameZone = tt.meshDefault
+			mesh.DefaultTrafficDistribution = tt.meshDefault
 			out := Translate(parse(t, tt.yaml), mesh)
 			lb := out.Services["shop/s.shop.svc.cluster.local"].GetLoadBalancing()
 			if diff := cmp.Diff(tt.want, lb.GetRoutingPreference()); diff != "" {

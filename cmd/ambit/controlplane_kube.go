@@ -21,6 +21,7 @@ type kubeFlags struct {
 	ztunnelAccounts string
 	audience        string
 	identity        string
+	waypointImage   string
 }
 
 func (k *kubeFlags) register(fs *flag.FlagSet) {
@@ -29,6 +30,7 @@ func (k *kubeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.caSecret, "ca-secret", "ambit-ca", "Secret holding the CA root and trust domain, created if absent (--source kube)")
 	fs.StringVar(&k.ztunnelAccounts, "node-service-accounts", "ambit-system/ztunnel", "comma-separated namespace/name of service accounts whose bound tokens authenticate node proxies (--source kube)")
 	fs.StringVar(&k.audience, "token-audience", ca.DefaultTokenAudience, "audience node proxies' service account tokens must carry (--source kube)")
+	fs.StringVar(&k.waypointImage, "waypoint-image", waypointctl.DefaultImage, "image of the waypoint Deployments the waypoint controller creates (--source kube)")
 	fs.StringVar(&k.identity, "replica", envOr("POD_NAME", hostname()), "this replica's name in leader election (--source kube)")
 }
 
@@ -75,6 +77,9 @@ func runKubeControlPlane(ctx context.Context, log *slog.Logger, k kubeFlags, caf
 		Reviews:         clients.Kube.AuthenticationV1().TokenReviews(),
 		Audiences:       []string{k.audience},
 		ServiceAccounts: strings.Split(k.ztunnelAccounts, ","),
+		// Waypoints present their own pod's token: each may obtain its own
+		// identity only, on its own node.
+		Workloads: true,
 	}
 	srv, err := controlplane.New(opts)
 	if err != nil {
@@ -82,7 +87,7 @@ func runKubeControlPlane(ctx context.Context, log *slog.Logger, k kubeFlags, caf
 	}
 	election := &kube.Election{Clients: clients, Namespace: k.namespace, Name: "ambit-controlplane", Identity: k.identity, Log: log.With("component", "election")}
 	go election.Run(ctx, func(ctx context.Context) {
-		wc := &waypointctl.Controller{Clients: clients, Log: log.With("component", "waypoints"),
+		wc := &waypointctl.Controller{Clients: clients, Log: log.With("component", "waypoints"), Image: k.waypointImage, TrustDomain: authority.TrustDomain(),
 			ControlPlane: "ambit-controlplane." + k.namespace + ".svc:15012", RootCertPEM: strings.Join(authority.TrustBundlePEM(), "")}
 		if err := wc.Run(ctx); err != nil {
 			log.Error("waypoint controller stopped", "error", err)

@@ -95,7 +95,8 @@ func (s *Server) CreateCertificate(ctx context.Context, req *meshv1.CertificateR
 		log = log.With("peer", p.Addr.String())
 	}
 
-	node, err := s.auth.Authenticate(ctx)
+	caller, err := authenticateCaller(ctx, s.auth)
+	node := caller.Node
 	if err != nil {
 		st, ok := status.FromError(err)
 		if !ok {
@@ -106,6 +107,9 @@ func (s *Server) CreateCertificate(ctx context.Context, req *meshv1.CertificateR
 		return nil, st.Err()
 	}
 	log = log.With("node", node)
+	if caller.Workload() {
+		log = log.With("workload", caller.Namespace+"/"+caller.ServiceAccount)
+	}
 
 	csr, err := s.ca.ParseCSR([]byte(req.GetCsr()))
 	if err != nil {
@@ -118,6 +122,10 @@ func (s *Server) CreateCertificate(ctx context.Context, req *meshv1.CertificateR
 		return nil, s.refuse(log, resultInvalid, codes.InvalidArgument, "CA: node %s: %v", node, err)
 	}
 
+	if caller.Workload() && (id.Namespace != caller.Namespace || id.ServiceAccount != caller.ServiceAccount) {
+		return nil, s.refuse(log, resultDenied, codes.PermissionDenied,
+			"workload %s/%s on node %s may obtain only its own identity, not %s", caller.Namespace, caller.ServiceAccount, node, id)
+	}
 	if !s.ids.NodeRuns(node, id) {
 		return nil, s.refuse(log, resultDenied, codes.PermissionDenied,
 			"node %s may not obtain %s: no pod with that identity runs on %s", node, id, node)

@@ -21,6 +21,37 @@ type NodeAuthenticator interface {
 	Authenticate(ctx context.Context) (node string, err error)
 }
 
+// Caller is an authenticated caller: a node proxy, which may obtain the
+// identities of the pods on its node, or a single workload on a node (a
+// waypoint presenting its own service account token), which may obtain its
+// own identity only.
+type Caller struct {
+	Node string
+	// Namespace and ServiceAccount are set for a workload: the only
+	// identity it may obtain. Empty for a node proxy.
+	Namespace, ServiceAccount string
+}
+
+// Workload reports whether the caller is a single workload rather than a node.
+func (c Caller) Workload() bool { return c.ServiceAccount != "" }
+
+// CallerAuthenticator is a NodeAuthenticator that also authenticates
+// single workloads (Caller.Workload). The CA asks it when it is available.
+type CallerAuthenticator interface {
+	NodeAuthenticator
+	AuthenticateCaller(ctx context.Context) (Caller, error)
+}
+
+// authenticateCaller asks a CallerAuthenticator, else a NodeAuthenticator
+// (whose callers are all nodes).
+func authenticateCaller(ctx context.Context, a NodeAuthenticator) (Caller, error) {
+	if ca, ok := a.(CallerAuthenticator); ok {
+		return ca.AuthenticateCaller(ctx)
+	}
+	node, err := a.Authenticate(ctx)
+	return Caller{Node: node}, err
+}
+
 // BearerToken returns the token of the incoming gRPC call's
 // "authorization: Bearer <token>" metadata. The error never contains the token.
 func BearerToken(ctx context.Context) (string, error) {

@@ -2,15 +2,25 @@ package ca_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"net/url"
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
 	"github.com/ambit-mesh/ambit/internal/ca"
+	"github.com/ambit-mesh/ambit/internal/spiffe"
 	"github.com/ambit-mesh/ambit/test/kube/kubetest"
 )
 
@@ -66,6 +76,48 @@ func TestTokenReviewAuthenticator(t *testing.T) {
 	if err != nil || node != "node-a" {
 		t.Fatalf("ztunnel's bound token: node %q, %v", node, err)
 	}
+	// With Workloads, another account's bound token authenticates that
+	// workload (a waypoint): its node, scoped to its own identity. Tokens
+	// bound to nothing stay refused.
+	wa := &ca.TokenReviewAuthenticator{Reviews: kube.AuthenticationV1().TokenReviews(), ServiceAccounts: []string{"ambit-system/ztunnel"}, Workloads: true}
+	appTok := token("app", app, ca.DefaultTokenAudience)
+	caller, err := wa.Review(ctx, appTok)
+	if err != nil || caller != (ca.Caller{Node: "node-a", Namespace: "ambit-system", ServiceAccount: "app"}) {
+		t.Fatalf("workload token: %+v, %v", caller, err)
+	}
+	if caller, err := wa.Review(ctx, good); err != nil || caller != (ca.Caller{Node: "node-a"}) {
+		t.Fatalf("ztunnel token with Workloads: %+v, %v", caller, err)
+	}
+	if _, err := wa.Review(ctx, token("app", nil, ca.DefaultTokenAudience)); err == nil || !strings.Contains(err.Error(), "not bound to a pod") {
+		t.Errorf("unbound workload token: %v", err)
+	}
+
+	// The CA: both identities run on node-a; the ztunnel of node-a may
+	// obtain either, the workload only its own.
+	authority, err := ca.New(ca.Options{TrustDomain: "cluster.local"})
+	must(err)
+	srv, err := ca.NewServer(ca.ServerOptions{CA: authority, Authenticator: wa,
+		Identities: ca.IdentityCheckerFunc(func(node string, id spiffe.ID) bool { return node == "node-a" })})
+	must(err)
+	appID, ztID := "spiffe://cluster.local/ns/ambit-system/sa/app", "spiffe://cluster.local/ns/ambit-system/sa/ztunnel"
+	for _, tc := range []struct {
+		token, id string
+		code      codes.Code
+	}{
+		{good, appID, codes.OK},
+		{appTok, appID, codes.OK},
+		{appTok, ztID, codes.PermissionDenied},
+	} {
+		_, err := srv.CreateCertificate(metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", "Bearer "+tc.token)),
+			&meshv1.CertificateRequest{Csr: string(newCSR(t, tc.id))})
+		if status.Code(err) != tc.code {
+			t.Errorf("certificate for %s: %v, want %v", tc.id, err, tc.code)
+		}
+		if tc.code == codes.PermissionDenied && !strings.Contains(err.Error(), "workload ambit-system/app on node node-a may obtain only its own identity") {
+			t.Errorf("refusal does not say why: %v", err)
+		}
+	}
+
 	for _, tc := range []struct {
 		name, token, want string
 	}{
@@ -84,4 +136,22 @@ func TestTokenReviewAuthenticator(t *testing.T) {
 			}
 		})
 	}
+}
+
+// newCSR is a proxy's certificate request for the SPIFFE ID id.
+func newCSR(t *testing.T, id string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 }

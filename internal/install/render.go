@@ -148,7 +148,7 @@ func objects(o Options) []any {
 				Containers: []corev1.Container{{
 					Name: "controlplane", Image: o.Image, Command: []string{"/ambit"},
 					Args: []string{"controlplane", "--source", "kube", "--namespace", ns, "--trust-domain", o.TrustDomain,
-						"--ca-dir", "/var/lib/ambit/ca", "--node-service-accounts", ns + "/" + ZtunnelName},
+						"--ca-dir", "/var/lib/ambit/ca", "--node-service-accounts", ns + "/" + ZtunnelName, "--waypoint-image", o.Image},
 					Env:   []corev1.EnvVar{fieldEnv("POD_NAME", "metadata.name"), fieldEnv("POD_NAMESPACE", "metadata.namespace")},
 					Ports: []corev1.ContainerPort{{Name: "grpc", ContainerPort: 15012}, {Name: "http-monitoring", ContainerPort: 15014}},
 					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromInt32(15014)}},

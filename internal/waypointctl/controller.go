@@ -45,6 +45,8 @@ type Controller struct {
 	ControlPlane string
 	// RootCertPEM is the mesh's trust bundle, published beside each waypoint.
 	RootCertPEM string
+	// TrustDomain of the mesh, the waypoints' identities' (default cluster.local).
+	TrustDomain string
 	Log         *slog.Logger
 
 	applier *kube.Applier
@@ -64,6 +66,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	if len(c.Command) == 0 {
 		c.Command = []string{"/waypoint"}
+	}
+	if c.TrustDomain == "" {
+		c.TrustDomain = "cluster.local"
 	}
 	if c.ControlPlane == "" {
 		c.ControlPlane = "ambit-controlplane.ambit-system.svc:15012"

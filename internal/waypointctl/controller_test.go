@@ -2,6 +2,7 @@ package waypointctl_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -22,7 +23,9 @@ func TestController(t *testing.T) {
 	cl := c.Clients(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- (&waypointctl.Controller{Clients: cl, RootCertPEM: "test-bundle"}).Run(ctx) }()
+	go func() {
+		done <- (&waypointctl.Controller{Clients: cl, RootCertPEM: "test-bundle", TrustDomain: "example.org", Image: "registry.example/ambit:v9"}).Run(ctx)
+	}()
 	t.Cleanup(func() { cancel(); <-done })
 
 	svc := func(ns, name string) *corev1.Service {
@@ -81,6 +84,9 @@ func TestController(t *testing.T) {
 		d, err := cl.Kube.AppsV1().Deployments("shop").Get(bg, "waypoint", metav1.GetOptions{})
 		if err != nil || d.Spec.Template.Spec.ServiceAccountName != "waypoint" || len(d.OwnerReferences) != 1 {
 			return false
+		}
+		if ctr := d.Spec.Template.Spec.Containers[0]; ctr.Image != "registry.example/ambit:v9" || !slices.Contains(ctr.Args, "example.org") {
+			t.Fatalf("waypoint container: image %s, args %q; want the controller's image and trust domain", ctr.Image, ctr.Args)
 		}
 		s, err := cl.Kube.CoreV1().Services("shop").Get(bg, "waypoint", metav1.GetOptions{})
 		if err != nil || s.Spec.ClusterIP == "" {

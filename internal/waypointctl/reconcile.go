@@ -145,7 +145,7 @@ func (c *Controller) waypointObjects(g *gatewayv1.Gateway) []any {
 					ServiceAccountName: g.Name,
 					Containers: []corev1.Container{{
 						Name: "waypoint", Image: c.Image, Command: c.Command,
-						Args: []string{"--control-plane", c.ControlPlane, "--gateway", g.Name, "--service-account", g.Name,
+						Args: []string{"--control-plane", c.ControlPlane, "--trust-domain", c.TrustDomain, "--gateway", g.Name, "--service-account", g.Name,
 							"--token-file", "/var/run/secrets/tokens/ambit-token", "--root-cert", "/var/run/ambit-root/root-cert.pem"},
 						Env: []corev1.EnvVar{
 							{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},

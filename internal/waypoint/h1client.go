@@ -2,13 +2,20 @@ package waypoint
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // h1Client sends HTTP/1.1 requests whose body is in memory (or absent) on
@@ -159,8 +166,11 @@ var errStale = errors.New("waypoint: upstream connection closed before answering
 func (c *h1Conn) roundTrip(h *h1Client, req *http.Request) (*http.Response, error) {
 	// The request's context (timeouts, the client going away) interrupts
 	// blocking I/O through the connection's deadline.
-	stop := context.AfterFunc(req.Context(), func() { c.c.SetDeadline(time.Unix(1, 0)) })
-	if err := req.Write(c.bw); err != nil {
+	stop := noStop
+	if req.Context().Done() != nil {
+		stop = context.AfterFunc(req.Context(), func() { c.c.SetDeadline(time.Unix(1, 0)) })
+	}
+	if err := writeRequest(c.bw, req); err != nil {
 		stop()
 		return nil, staleIf(err, true)
 	}
@@ -169,7 +179,7 @@ func (c *h1Conn) roundTrip(h *h1Client, req *http.Request) (*http.Response, erro
 		return nil, staleIf(err, true)
 	}
 	for {
-		resp, err := http.ReadResponse(c.br, req)
+		resp, err := readResponse(c.br, req)
 		if err != nil {
 			stop()
 			if ctxErr := req.Context().Err(); ctxErr != nil {
@@ -227,4 +237,130 @@ func (b *h1Body) Close() error {
 	}
 	b.c.c.Close()
 	return b.body.Close()
+}
+
+func noStop() bool { return true }
+
+// writeRequest writes req's head and in-memory body as net/http's
+// Request.Write would, less its defaults: no User-Agent is made up for a
+// client that sent none.
+func writeRequest(bw *bufio.Writer, req *http.Request) error {
+	b := bw.AvailableBuffer()
+	b = append(b, req.Method...)
+	b = append(b, ' ')
+	b = append(b, req.URL.RequestURI()...)
+	b = append(b, " HTTP/1.1\r\n"...)
+	if req.Host != "" {
+		b = append(b, "Host: "...)
+		b = append(b, req.Host...)
+		b = append(b, '\r', '\n')
+	}
+	bw.Write(b)
+	for k, vv := range req.Header {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Connection":
+			continue
+		}
+		writeHeaderLines(bw, k, vv)
+	}
+	cl := req.ContentLength
+	if req.Body == nil || req.Body == http.NoBody {
+		cl = 0
+	}
+	b = bw.AvailableBuffer()
+	if cl > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, cl, 10)
+		b = append(b, '\r', '\n')
+	}
+	if req.Close {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	b = append(b, '\r', '\n')
+	if _, err := bw.Write(b); err != nil {
+		return err
+	}
+	if cl == 0 {
+		return nil
+	}
+	n, err := io.Copy(bw, req.Body)
+	if err == nil && n != cl {
+		err = fmt.Errorf("waypoint: request body of %d bytes, %d declared", n, cl)
+	}
+	return err
+}
+
+var headEnd = []byte("\r\n\r\n")
+
+// readResponse reads a response head. The common one — HTTP/1.1, a body of
+// declared length, its head already in the reader's buffer — is parsed in
+// place into one string; anything else goes to http.ReadResponse.
+func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+	if _, err := br.Peek(1); err != nil {
+		return nil, err
+	}
+	buf, _ := br.Peek(br.Buffered())
+	end := bytes.Index(buf, headEnd)
+	if end < 0 || req.Method == http.MethodHead {
+		return http.ReadResponse(br, req)
+	}
+	resp := parseResponseHead(string(buf[:end+2]))
+	if resp == nil {
+		return http.ReadResponse(br, req)
+	}
+	br.Discard(end + 4)
+	resp.Request = req
+	resp.Body = http.NoBody
+	if resp.ContentLength > 0 {
+		resp.Body = &fixedBody{br: br, n: resp.ContentLength}
+	}
+	return resp, nil
+}
+
+// parseResponseHead parses an HTTP/1.1 response head (without the final
+// empty line) with a Content-Length and a status that has a body; nil for
+// anything else.
+func parseResponseHead(hs string) *http.Response {
+	line, rest, _ := strings.Cut(hs, "\n")
+	status, ok := strings.CutPrefix(strings.TrimSuffix(line, "\r"), "HTTP/1.1 ")
+	if !ok || len(status) < 3 || (len(status) > 3 && status[3] != ' ') {
+		return nil
+	}
+	code, err := strconv.Atoi(status[:3])
+	if err != nil || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
+		return nil
+	}
+	n := strings.Count(rest, "\n")
+	h := make(http.Header, n)
+	vals := make([]string, 0, n) // one array for every value
+	resp := &http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h, ContentLength: -1}
+	for rest != "" {
+		line, rest, _ = strings.Cut(rest, "\n")
+		name, value, ok := strings.Cut(strings.TrimSuffix(line, "\r"), ":")
+		if !ok || !httpguts.ValidHeaderFieldName(name) {
+			return nil
+		}
+		value = strings.Trim(value, " \t")
+		if !httpguts.ValidHeaderFieldValue(value) {
+			return nil
+		}
+		key := textproto.CanonicalMIMEHeaderKey(name)
+		switch key {
+		case "Content-Length":
+			n, err := strconv.ParseInt(value, 10, 64)
+			if err != nil || n < 0 || value[0] == '+' || (resp.ContentLength >= 0 && n != resp.ContentLength) {
+				return nil
+			}
+			resp.ContentLength = n
+		case "Transfer-Encoding", "Trailer":
+			return nil
+		case "Connection":
+			resp.Close = resp.Close || httpguts.HeaderValuesContainsToken([]string{value}, "close")
+		}
+		vals = addHeaderValue(h, vals, key, value)
+	}
+	if resp.ContentLength < 0 {
+		return nil
+	}
+	return resp
 }

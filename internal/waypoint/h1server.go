@@ -45,7 +45,7 @@ type h1Server struct {
 	vals   []string
 	tmpl   *http.Request // carries the connection's context
 	req    http.Request
-	body   h1ReqBody
+	body   fixedBody
 	w      h1Writer
 	remote string
 	idle   atomic.Bool
@@ -302,12 +302,7 @@ func (sc *h1Server) parse() bool {
 				}
 			}
 		}
-		vals = append(vals, value)
-		if vv, ok := h[key]; ok {
-			h[key] = append(vv[:len(vv):len(vv)], value)
-		} else {
-			h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
-		}
+		vals = addHeaderValue(h, vals, key, value)
 	}
 	sc.vals = vals
 	if hosts != 1 || !httpguts.ValidHostHeader(host) || cl > int64(sc.p.limits.BufferBytes) {
@@ -320,7 +315,7 @@ func (sc *h1Server) parse() bool {
 	r.Header, r.Host, r.RemoteAddr, r.Close = h, host, sc.remote, closeConn
 	r.Body, r.ContentLength = http.NoBody, 0
 	if cl > 0 {
-		sc.body = h1ReqBody{br: sc.br, n: cl}
+		sc.body = fixedBody{br: sc.br, n: cl}
 		r.Body, r.ContentLength = &sc.body, cl
 	}
 	return true
@@ -360,7 +355,7 @@ func (sc *h1Server) serve() bool {
 			keep = false
 		}
 	}
-	sc.body = h1ReqBody{}
+	sc.body = fixedBody{}
 	if !keep {
 		sc.s.Close()
 	}
@@ -382,13 +377,13 @@ func (sc *h1Server) call() (ok bool) {
 	return true
 }
 
-// h1ReqBody is a request body of declared length read from the connection.
-type h1ReqBody struct {
+// fixedBody is a body of declared length read from a connection.
+type fixedBody struct {
 	br *bufio.Reader
 	n  int64 // left to read
 }
 
-func (b *h1ReqBody) Read(p []byte) (int, error) {
+func (b *fixedBody) Read(p []byte) (int, error) {
 	if b.n <= 0 {
 		return 0, io.EOF
 	}
@@ -409,7 +404,7 @@ func (b *h1ReqBody) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (b *h1ReqBody) Close() error { return nil }
+func (b *fixedBody) Close() error { return nil }
 
 // h1Writer is the http.ResponseWriter of the loop: status line and headers
 // go to the connection's writer when known, the body with its declared
@@ -639,4 +634,16 @@ func httpDate() string {
 	d := &dateEntry{sec: now.Unix(), s: now.UTC().Format(http.TimeFormat)}
 	dateCache.Store(d)
 	return d.s
+}
+
+// addHeaderValue adds a value to h, its slice cut from vals (one array for
+// a whole head; capacity-limited so that appending to it copies).
+func addHeaderValue(h http.Header, vals []string, key, value string) []string {
+	vals = append(vals, value)
+	if vv, ok := h[key]; ok {
+		h[key] = append(vv[:len(vv):len(vv)], value)
+	} else {
+		h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	return vals
 }

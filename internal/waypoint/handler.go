@@ -479,14 +479,21 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		case counted != nil:
 			out.Body = counted
 		}
-		actx, acancel := context.WithCancel(ctx)
+		// An attempt gets a context of its own only for a per-try
+		// timeout; a context that can never end is not passed at all
+		// (WithContext copies the request).
+		actx, acancel := ctx, noCancel
 		var timedOut atomic.Bool
 		var timer *time.Timer
 		if perTry > 0 {
+			actx, acancel = context.WithCancel(ctx)
 			timer = time.AfterFunc(perTry, func() { timedOut.Store(true); acancel() })
 		}
+		if actx.Done() != nil {
+			out = out.WithContext(actx)
+		}
 		sent := time.Now()
-		resp, lastErr = transport.RoundTrip(out.WithContext(actx))
+		resp, lastErr = transport.RoundTrip(out)
 		if timer != nil && !timer.Stop() && lastErr == nil {
 			// The per-try timer fired as the headers arrived: the attempt
 			// is cancelled, so its body would fail.
@@ -547,6 +554,8 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		}
 	}
 }
+
+func noCancel() {}
 
 func errString(err error) string {
 	if err == nil {

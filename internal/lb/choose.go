@@ -178,6 +178,12 @@ type Request struct {
 	Health *Health
 }
 
+// LoadBalancingMode is the mode in force: MODE_UNSPECIFIED when locality
+// does not apply.
+func (r *Request) LoadBalancingMode() meshv1.LoadBalancing_Mode {
+	return r.loadBalancing().GetMode()
+}
+
 func (r *Request) loadBalancing() *meshv1.LoadBalancing {
 	if r.LoadBalancing != nil {
 		return r.LoadBalancing

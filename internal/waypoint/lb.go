@@ -349,18 +349,29 @@ func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, h
 	if n == 0 {
 		return nil
 	}
-	if loc != nil && (loc.Zone != "" || (exclude == nil && c.tp.lb == lbLeastRequest)) {
+	if loc != nil && exclude == nil {
 		r := *loc
 		r.Endpoints = eps
 		r.Health = c.health
 		if c.tp.locality != nil {
 			r.LoadBalancing = c.tp.locality
 		}
-		lc := lb.LocalityChooser{Scorer: c}
-		if i := lc.Choose(r); i >= 0 && i < n {
-			return eps[i]
+		// Least request scores the two choices; round robin and random
+		// take the chooser's uniform pick within the tier when locality
+		// applies (the tier changes from one request to the next, so a
+		// rotation over it would mean little). Consistent hashing keeps
+		// its own choice: moving keys by zone would defeat it.
+		localized := r.LoadBalancingMode() != meshv1.LoadBalancing_MODE_UNSPECIFIED
+		if c.tp.lb == lbLeastRequest || r.Zone != "" || (localized && (c.tp.lb == lbRoundRobin || c.tp.lb == lbRandom)) {
+			lc := lb.LocalityChooser{}
+			if c.tp.lb == lbLeastRequest {
+				lc.Scorer = c
+			}
+			if i := lc.Choose(r); i >= 0 && i < n {
+				return eps[i]
+			}
+			return nil
 		}
-		return nil
 	}
 	ok := func(e *state.Endpoint, strict int) bool {
 		if strict >= 2 && e == exclude {

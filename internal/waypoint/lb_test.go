@@ -232,6 +232,20 @@ func TestPickPrefersClientZone(t *testing.T) {
 			t.Fatalf("pinned zone-a, got %s", e.Workload.Uid)
 		}
 	}
+	// Round robin keeps to the tier too; without locality it rotates over all.
+	rr := cs.get("svc-rr", policy(t, &meshv1.TrafficPolicy{LoadBalancer: &meshv1.LoadBalancerPolicy{Simple: meshv1.LoadBalancerPolicy_ROUND_ROBIN}}), nil)
+	for range 20 {
+		if e := rr.pick(eps, &state.Request{Service: svc, Source: client}, 0, false, nil); e.Workload.Uid != "b1" {
+			t.Fatalf("round robin with locality: picked %s, want the client's zone", e.Workload.Uid)
+		}
+	}
+	rot := map[string]int{}
+	for range 30 {
+		rot[rr.pick(eps, &state.Request{Service: &meshv1.Service{}, Source: client}, 0, false, nil).Workload.Uid]++
+	}
+	if rot["a1"] != 10 || rot["a2"] != 10 || rot["b1"] != 10 {
+		t.Errorf("round robin without locality: %v, want 10 each", rot)
+	}
 	// DestinationRule localityLbSetting enabled: false turns locality off.
 	off := cs.get("svc3", policy(t, &meshv1.TrafficPolicy{LoadBalancer: &meshv1.LoadBalancerPolicy{Locality: &meshv1.LoadBalancerPolicy_LocalityLb{Enabled: false}}}), nil)
 	seen := map[string]bool{}

@@ -94,10 +94,7 @@ func TestSeedContents(t *testing.T) {
 // manifests one file at a time (the suite applies them separately, and some
 // reuse names across files).
 func TestConformanceManifests(t *testing.T) {
-	dir := "../../../shared/conformance/gateway-api-mesh/mesh"
-	if _, err := os.Stat(dir); os.IsNotExist(err) {
-		t.Skipf("%s not present", dir)
-	}
+	dir := "../../test/conformance/gateway-api-mesh/mesh"
 	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no manifests in %s: %v", dir, err)

@@ -18,7 +18,7 @@ import (
 )
 
 // conformanceDir holds the Gateway API mesh conformance manifests.
-const conformanceDir = "../../../shared/conformance/gateway-api-mesh/mesh"
+const conformanceDir = "../../test/conformance/gateway-api-mesh/mesh"
 
 const (
 	meshNS     = "gateway-conformance-mesh"

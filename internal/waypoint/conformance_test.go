@@ -25,10 +25,10 @@ import (
 	"github.com/ambit-mesh/ambit/internal/meshtest"
 )
 
-// The Gateway API mesh (GAMMA) conformance cases (../shared/conformance,
+// The Gateway API mesh (GAMMA) conformance cases (test/conformance,
 // CASES.md), run through the real path: client pod → ztunnel → waypoint →
 // ztunnel → `ambit app echo`, with the suite's own manifests.
-const conformanceDir = "../../../shared/conformance/gateway-api-mesh/mesh"
+const conformanceDir = "../../test/conformance/gateway-api-mesh/mesh"
 
 const (
 	meshNS     = "gateway-conformance-mesh"

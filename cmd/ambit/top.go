@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,14 +26,16 @@ func topCommand() *cli.Command {
 	var name string
 	var interval time.Duration
 	var once bool
+	var output string
 	lf := &localFlags{register: func(fs *flag.FlagSet) {
+		fs.StringVar(&output, "o", "", "output format: json (with --once: the raw counters per zone pair, for scripts)")
 		fs.StringVar(&name, "name", "ambit", "cluster name")
 		fs.DurationVar(&interval, "interval", 2*time.Second, "refresh period; each screen shows the traffic of the last period")
 		fs.BoolVar(&once, "once", false, "print the totals since the proxies started, once, and exit")
 	}}
 	return &cli.Command{
 		Name:  "top",
-		Usage: "zones [--name NAME] [--interval 2s] [--once]",
+		Usage: "zones [--name NAME] [--interval 2s] [--once [-o json]]",
 		Short: "Show traffic between zones per service, live from the proxies' metrics",
 		Long: `Read the metrics of the local cluster NAME's proxies — every node's ztunnel
 (:15020 in the node's network namespace) and every waypoint instance — and
@@ -56,6 +59,9 @@ the screen is redrawn every --interval with the traffic of that interval.`,
 			if len(args) != 1 || args[0] != "zones" {
 				return cli.Usagef("want: ambit top zones")
 			}
+			if output != "" && (output != "json" || !once) {
+				return cli.Usagef("-o %s: only -o json, with --once", output)
+			}
 			if interval <= 0 {
 				return cli.Usagef("--interval %v: must be positive", interval)
 			}
@@ -66,6 +72,12 @@ the screen is redrawn every --interval with the traffic of that interval.`,
 			out := cli.Stdout
 			prev, err := scrapeZones(ctx, st)
 			if err != nil && len(prev) == 0 {
+				return err
+			}
+			if once && output == "json" {
+				if werr := writeZonesJSON(out, prev); werr != nil {
+					return werr
+				}
 				return err
 			}
 			if once {
@@ -381,6 +393,39 @@ func humanBytes(b float64) string {
 		return strconv.FormatFloat(b/k/k, 'f', 1, 64) + " MiB"
 	}
 	return strconv.FormatFloat(b/k/k/k, 'f', 2, 64) + " GiB"
+}
+
+// ZoneRow is one row of 'ambit top zones --once -o json': the totals since
+// the proxies started of one (service, kind, source zone, destination
+// zone). Buckets are cumulative counts at DurationBoundsMs (the last is
+// +Inf), L7 only.
+type ZoneRow struct {
+	Service  string    `json:"service"`
+	Kind     string    `json:"kind"`
+	From     string    `json:"from"`
+	To       string    `json:"to"`
+	Count    uint64    `json:"count"`
+	Errors   uint64    `json:"errors"`
+	Bytes    float64   `json:"bytes"`
+	Buckets  []float64 `json:"buckets,omitempty"`
+	BoundsMs []float64 `json:"boundsMs,omitempty"`
+}
+
+func writeZonesJSON(w io.Writer, t zoneTable) error {
+	rows := []ZoneRow{}
+	for k, a := range t {
+		r := ZoneRow{Service: k.service, Kind: k.kind, From: k.from, To: k.to, Count: a.count, Errors: a.errors, Bytes: a.bytes}
+		if k.kind == "L7" {
+			r.Buckets, r.BoundsMs = a.buckets, telemetry.DurationBuckets
+		}
+		rows = append(rows, r)
+	}
+	slices.SortFunc(rows, func(a, b ZoneRow) int {
+		return cmpAll(strings.Compare(a.Service, b.Service), strings.Compare(a.Kind, b.Kind), strings.Compare(a.From, b.From), strings.Compare(a.To, b.To))
+	})
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rows)
 }
 
 // scrapeZones reads the metrics of every ztunnel and waypoint of the local

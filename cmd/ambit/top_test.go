@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -90,6 +91,17 @@ func TestTopZonesGolden(t *testing.T) {
 	var out bytes.Buffer
 	renderZones(&out, tbl, "since the proxies started")
 	golden(t, "top_zones.golden", out.Bytes())
+	var js bytes.Buffer
+	if err := writeZonesJSON(&js, tbl); err != nil {
+		t.Fatal(err)
+	}
+	var rows []ZoneRow
+	if err := json.Unmarshal(js.Bytes(), &rows); err != nil || len(rows) != 6 {
+		t.Fatalf("json: %d rows, %v", len(rows), err)
+	}
+	if r := rows[len(rows)-1]; r.Service != "echo.zonal.svc.cluster.local" || r.From != "zone-c" || r.To != "zone-b" || r.Count != 100 || r.Buckets[len(r.Buckets)-1] != 100 {
+		t.Errorf("last json row %+v", r)
+	}
 
 	// An interval's screen is the difference of two scrapes: the second
 	// scrape has every count tripled, so the interval shows twice the first.

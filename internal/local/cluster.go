@@ -15,10 +15,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -34,7 +34,6 @@ import (
 type Cluster struct {
 	name  string
 	dir   string
-	prep  *Prepared
 	opts  Options
 	log   *slog.Logger
 	cpLog *os.File
@@ -44,13 +43,20 @@ type Cluster struct {
 
 	netNS   *netns.NS
 	nodeNS  map[string]*netns.NS
-	podNS   map[string]*netns.NS // ns/name
 	agents  map[string]*redirect.Agent
 	cpDone  chan struct{}
 	cpAddr  netip.Addr
+	source  *Source
 	zprocs  map[string]*proc
-	pprocs  map[string][]*proc // pod key → container processes
+	vethSeq atomic.Int64
+	control *http.Server
+
+	// reconf serialises configuration changes (apply, delete, label).
+	reconf sync.Mutex
+	// stateMu guards prep, pods and state.
 	stateMu sync.Mutex
+	prep    *Prepared
+	pods    map[string]*podRT // ns/name
 	state   State
 	closed  sync.Once
 }
@@ -98,8 +104,8 @@ func Start(ctx context.Context, prep *Prepared, opts Options) (c *Cluster, err e
 		opts.Progress("removed leftovers of an earlier cluster %q", name)
 	}
 	c = &Cluster{name: name, dir: StateDir(name), prep: prep, opts: opts,
-		nodeNS: map[string]*netns.NS{}, podNS: map[string]*netns.NS{}, agents: map[string]*redirect.Agent{},
-		zprocs: map[string]*proc{}, pprocs: map[string][]*proc{}}
+		nodeNS: map[string]*netns.NS{}, agents: map[string]*redirect.Agent{},
+		zprocs: map[string]*proc{}, pods: map[string]*podRT{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -152,6 +158,9 @@ func Start(ctx context.Context, prep *Prepared, opts Options) (c *Cluster, err e
 		}
 		opts.Progress("  %-52s %5dms", s.what, time.Since(t).Milliseconds())
 	}
+	if err := c.serveControl(); err != nil {
+		return c, err
+	}
 	c.stateMu.Lock()
 	c.state.Ready = true
 	c.stateMu.Unlock()
@@ -172,27 +181,42 @@ func (c *Cluster) initState() {
 			Log:     filepath.Join(c.dir, "logs", "ztunnel-"+n.Name+".log")})
 	}
 	for _, pod := range p.Pods {
-		ps := PodState{Namespace: pod.Namespace, Name: pod.Name, Deployment: pod.Labels[labelOwner], Node: pod.Spec.NodeName,
-			IP: pod.Status.PodIP, NetNS: podNSName(c.name, pod.Namespace, pod.Name),
-			HostsFile: filepath.Join(c.dir, "pods", pod.Namespace+"_"+pod.Name+".hosts"),
-			Enrolled:  c.inAmbient(pod),
-			Log:       filepath.Join(c.dir, "logs", pod.Namespace+"_"+pod.Name+".log")}
-		if len(pod.Spec.Containers) > 0 {
-			ps.Env = c.containerEnv(pod, &pod.Spec.Containers[0])
-		}
-		for _, ct := range pod.Spec.Containers {
-			ps.Containers = append(ps.Containers, ContainerState{Name: ct.Name})
-		}
-		st.Pods = append(st.Pods, ps)
+		c.pods[podKey(pod)] = c.newPodRT(pod)
 	}
-	for _, s := range p.Services {
+	c.state = st
+	c.refreshState()
+}
+
+// refreshState rebuilds the state's pods and services from the plan and
+// the running pods, with their pids. stateMu must be held, or the cluster
+// not yet shared.
+func (c *Cluster) refreshState() {
+	c.state.Pods = c.state.Pods[:0]
+	for _, pod := range c.prep.Plan.Pods {
+		rt := c.pods[podKey(pod)]
+		if rt == nil {
+			continue
+		}
+		ps := rt.state
+		ps.Enrolled = rt.enrolled
+		ps.Containers = nil
+		for j, ct := range rt.pod.Spec.Containers {
+			cs := ContainerState{Name: ct.Name}
+			if j < len(rt.procs) && rt.procs[j] != nil {
+				cs.PID, cs.Restarts = rt.procs[j].status()
+			}
+			ps.Containers = append(ps.Containers, cs)
+		}
+		c.state.Pods = append(c.state.Pods, ps)
+	}
+	c.state.Services = c.state.Services[:0]
+	for _, s := range c.prep.Plan.Services {
 		ss := ServiceState{Namespace: s.Namespace, Name: s.Name, ClusterIP: s.Spec.ClusterIP}
 		for _, port := range s.Spec.Ports {
 			ss.Ports = append(ss.Ports, fmt.Sprintf("%d/%s", port.Port, orDefault(string(port.Protocol), "TCP")))
 		}
-		st.Services = append(st.Services, ss)
+		c.state.Services = append(c.state.Services, ss)
 	}
-	c.state = st
 }
 
 func orDefault(s, d string) string {
@@ -203,12 +227,12 @@ func orDefault(s, d string) string {
 }
 
 // inAmbient: the pod's own istio.io/dataplane-mode wins, else its namespace's.
-func (c *Cluster) inAmbient(pod *corev1.Pod) bool {
+func inAmbient(snap *model.Snapshot, pod *corev1.Pod) bool {
 	const label = "istio.io/dataplane-mode"
 	if m, ok := pod.Labels[label]; ok {
 		return m == "ambient"
 	}
-	if ns := c.prep.Snapshot.Namespaces[pod.Namespace]; ns != nil {
+	if ns := snap.Namespaces[pod.Namespace]; ns != nil {
 		return ns.Labels[label] == "ambient"
 	}
 	return false
@@ -237,15 +261,7 @@ func (c *Cluster) saveState() error {
 			c.state.Nodes[i].ZtunnelPID, c.state.Nodes[i].Restarts = p.status()
 		}
 	}
-	for i := range c.state.Pods {
-		ps := &c.state.Pods[i]
-		procs := c.pprocs[ps.Namespace+"/"+ps.Name]
-		for j := range ps.Containers {
-			if j < len(procs) && procs[j] != nil {
-				ps.Containers[j].PID, ps.Containers[j].Restarts = procs[j].status()
-			}
-		}
-	}
+	c.refreshState()
 	return writeState(&c.state)
 }
 
@@ -295,40 +311,79 @@ func (c *Cluster) createNetwork() error {
 		mu.Lock()
 		c.nodeNS[n.Name] = ns
 		mu.Unlock()
-		return netns.AttachToBridge(c.netNS, bridgeName, ns, "eth0", fmt.Sprintf("vn%d", i), netip.PrefixFrom(n.Gateway(), bits))
+		if err := netns.AttachToBridge(c.netNS, bridgeName, ns, "eth0", fmt.Sprintf("vn%d", i), netip.PrefixFrom(n.Gateway(), bits)); err != nil {
+			return err
+		}
+		// The node forwards what it DNATs to Service endpoints (svcproxy.go).
+		return netns.SetSysctl(ns, "net.ipv4.ip_forward", "1")
 	}); err != nil {
 		return err
 	}
-	gateways := map[string]netip.Addr{}
-	for _, n := range p.Nodes {
-		gateways[n.Name] = n.Gateway()
+	if err := c.syncServiceProxy(p); err != nil {
+		return err
 	}
-	return parallel(len(p.Pods), func(i int) error {
-		pod := p.Pods[i]
-		ns, err := netns.NewNamed(podNSName(c.name, pod.Namespace, pod.Name))
-		if err != nil {
-			return err
+	pods := c.podList()
+	return parallel(len(pods), func(i int) error { return c.createPodNetwork(pods[i]) })
+}
+
+// syncServiceProxy writes every node's Service rules for plan.
+func (c *Cluster) syncServiceProxy(plan *Plan) error {
+	rules := serviceRules(plan.Services, plan.Pods)
+	return parallel(len(plan.Nodes), func(i int) error {
+		if _, err := netns.Output(c.nodeNS[plan.Nodes[i].Name], rules, "iptables-restore"); err != nil {
+			return fmt.Errorf("node %s: Service rules: %w", plan.Nodes[i].Name, err)
 		}
-		mu.Lock()
-		c.podNS[podKey(pod)] = ns
-		mu.Unlock()
-		ip := netip.MustParseAddr(pod.Status.PodIP)
-		if err := netns.AttachToBridge(c.netNS, bridgeName, ns, "eth0", fmt.Sprintf("vp%d", i), netip.PrefixFrom(ip, bits)); err != nil {
-			return err
-		}
-		return netns.AddRoute(ns, netip.MustParsePrefix("0.0.0.0/0"), gateways[pod.Spec.NodeName], "eth0")
+		return nil
 	})
 }
 
-// Source delivers a fixed snapshot to the control plane: the manifests
-// with the plan applied (nodes, Service VIPs, placed pods).
-type Source struct{ Snapshot *model.Snapshot }
+// podList is the running pods in plan order.
+func (c *Cluster) podList() []*podRT {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	var out []*podRT
+	for _, pod := range c.prep.Plan.Pods {
+		if rt := c.pods[podKey(pod)]; rt != nil {
+			out = append(out, rt)
+		}
+	}
+	return out
+}
 
-// Run delivers the snapshot once and waits for ctx.
+// Source delivers the cluster's configuration to the control plane: the
+// manifests with the plan applied (nodes, Service VIPs, placed pods), first
+// as Start made it, then as 'ambit apply', 'delete' and 'label' change it.
+type Source struct {
+	mu     sync.Mutex
+	snap   *model.Snapshot
+	update func(*model.Snapshot)
+}
+
+// NewSource returns a source delivering snap first.
+func NewSource(snap *model.Snapshot) *Source { return &Source{snap: snap} }
+
+// Run delivers the current snapshot, then every Set, until ctx ends.
 func (s *Source) Run(ctx context.Context, update func(*model.Snapshot)) error {
-	update(s.Snapshot)
+	s.mu.Lock()
+	s.update = update
+	update(s.snap)
+	s.mu.Unlock()
 	<-ctx.Done()
+	s.mu.Lock()
+	s.update = nil
+	s.mu.Unlock()
 	return nil
+}
+
+// Set delivers snap; once it returns, the control plane has translated it
+// (its CA knows the pods it places) and is pushing it.
+func (s *Source) Set(snap *model.Snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.snap = snap
+	if s.update != nil {
+		s.update(snap)
+	}
 }
 
 func (c *Cluster) startControlPlane() error {
@@ -349,12 +404,13 @@ func (c *Cluster) startControlPlane() error {
 	}
 	mesh := model.DefaultMeshConfig()
 	mesh.TrustDomain = trustDomain
+	c.source = NewSource(c.prep.Plan.Apply(c.prep.Snapshot))
 	var cp *controlplane.Server
 	// The listeners are created inside the cluster's network namespace.
 	err = netns.Do(c.netNS, func() error {
 		var err error
 		cp, err = controlplane.New(controlplane.Options{
-			Source: &Source{Snapshot: c.prep.Plan.Apply(c.prep.Snapshot)}, Mesh: mesh, CA: authority,
+			Source: c.source, Mesh: mesh, CA: authority,
 			GRPCAddr: c.state.ControlPlane, HTTPAddr: c.state.ControlPlaneHTTP,
 			ServingHosts: []string{"localhost", "127.0.0.1", c.cpAddr.String(), "ambit-controlplane"},
 			Log:          c.log,
@@ -434,69 +490,29 @@ func waitReady(ns *netns.NS, what, log string) error {
 // waitWaypoints waits until every waypoint instance is ready: it has its
 // configuration and certificate.
 func (c *Cluster) waitWaypoints() error {
-	var wps []int
-	for i, pod := range c.prep.Plan.Pods {
-		if isWaypointPod(pod) {
-			wps = append(wps, i)
+	return c.waitWaypointPods(c.podList())
+}
+
+func (c *Cluster) waitWaypointPods(pods []*podRT) error {
+	var wps []*podRT
+	for _, rt := range pods {
+		if isWaypointPod(rt.pod) {
+			wps = append(wps, rt)
 		}
 	}
-	return parallel(len(wps), func(j int) error {
-		pod := c.prep.Plan.Pods[wps[j]]
-		return waitReady(c.podNS[podKey(pod)], "waypoint "+podKey(pod), c.state.Pods[wps[j]].Log)
+	return parallel(len(wps), func(i int) error {
+		return waitReady(wps[i].ns, "waypoint "+podKey(wps[i].pod), wps[i].state.Log)
 	})
 }
 
 func (c *Cluster) enrolPods() error {
-	pods := c.prep.Plan.Pods
+	pods := c.podList()
 	return parallel(len(pods), func(i int) error {
-		pod := pods[i]
-		if !c.state.Pods[i].Enrolled {
+		if !inAmbient(c.prep.Snapshot, pods[i].pod) {
 			return nil
 		}
-		ns := c.podNS[podKey(pod)]
-		if err := redirect.Install(ns, redirect.Config{}); err != nil {
-			return fmt.Errorf("pod %s: %w", podKey(pod), err)
-		}
-		sa := pod.Spec.ServiceAccountName
-		if sa == "" {
-			sa = "default"
-		}
-		uid := string(pod.UID)
-		if uid == "" {
-			uid = podKey(pod)
-		}
-		ctx, cancel := context.WithTimeout(c.ctx, startTimeout)
-		defer cancel()
-		err := c.agents[pod.Spec.NodeName].AddPod(ctx, redirect.Pod{UID: uid, Name: pod.Name, Namespace: pod.Namespace,
-			ServiceAccount: sa, IPs: []netip.Addr{netip.MustParseAddr(pod.Status.PodIP)}}, ns.File())
-		if err != nil {
-			return fmt.Errorf("enrolling pod %s on %s: %w", podKey(pod), pod.Spec.NodeName, err)
-		}
-		return nil
+		return c.enrol(pods[i])
 	})
-}
-
-// hostsFile is /etc/hosts as seen in pod: localhost, the pod itself, and
-// every Service (svc.ns.svc.cluster.local, svc.ns.svc, svc.ns, and svc for
-// the pod's own namespace).
-func (c *Cluster) hostsFile(pod *corev1.Pod) string {
-	var b strings.Builder
-	b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
-	fmt.Fprintf(&b, "%s\t%s\n", pod.Status.PodIP, pod.Name)
-	svcs := append([]*corev1.Service(nil), c.prep.Plan.Services...)
-	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Namespace+"/"+svcs[i].Name < svcs[j].Namespace+"/"+svcs[j].Name })
-	for _, s := range svcs {
-		ip := s.Spec.ClusterIP
-		if ip == "" || ip == corev1.ClusterIPNone {
-			continue
-		}
-		names := []string{fmt.Sprintf("%s.%s.svc.cluster.local", s.Name, s.Namespace), s.Name + "." + s.Namespace + ".svc", s.Name + "." + s.Namespace}
-		if s.Namespace == pod.Namespace {
-			names = append(names, s.Name)
-		}
-		fmt.Fprintf(&b, "%s\t%s\n", ip, strings.Join(names, " "))
-	}
-	return b.String()
 }
 
 // PathEnv is $PATH inside pods: the cluster's bin directory (ambit,
@@ -514,33 +530,9 @@ func (c *Cluster) containerEnv(pod *corev1.Pod, ct *corev1.Container) []string {
 }
 
 func (c *Cluster) startWorkloads() error {
-	pods := c.prep.Plan.Pods
-	for i, pod := range pods {
-		hosts := c.state.Pods[i].HostsFile
-		if err := os.WriteFile(hosts, []byte(c.hostsFile(pod)), 0o644); err != nil {
+	for _, rt := range c.podList() {
+		if err := c.startProcs(rt, c.prep.Plan.Services); err != nil {
 			return err
-		}
-		var procs []*proc
-		for j := range pod.Spec.Containers {
-			ct := &pod.Spec.Containers[j]
-			argv := append(append([]string{}, ct.Command...), ct.Args...)
-			env := c.containerEnv(pod, ct)
-			dir := orDefault(ct.WorkingDir, "/")
-			p := newProc(fmt.Sprintf("pod %s container %s", podKey(pod), ct.Name), c.podNS[podKey(pod)], c.state.Pods[i].Log, func() *exec.Cmd {
-				cmd := exec.Command(c.opts.AmbitBin, append([]string{"internal", "pod-exec", "--hosts", hosts, "--"}, argv...)...)
-				cmd.Env, cmd.Dir = env, dir
-				return cmd
-			}, func() {})
-			procs = append(procs, p)
-		}
-		c.stateMu.Lock()
-		c.pprocs[podKey(pod)] = procs
-		c.stateMu.Unlock()
-		for _, p := range procs {
-			p.changed = c.changed
-			if err := p.start(); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
@@ -551,10 +543,13 @@ func (c *Cluster) startWorkloads() error {
 func (c *Cluster) Close() error {
 	var err error
 	c.closed.Do(func() {
+		if c.control != nil {
+			c.control.Close()
+		}
 		var all []*proc
 		c.stateMu.Lock()
-		for _, ps := range c.pprocs {
-			all = append(all, ps...)
+		for _, rt := range c.pods {
+			all = append(all, rt.procs...)
 		}
 		c.stateMu.Unlock()
 		stopAll(all)
@@ -570,8 +565,10 @@ func (c *Cluster) Close() error {
 		if c.cpDone != nil {
 			<-c.cpDone
 		}
-		for _, ns := range c.podNS {
-			ns.Close()
+		for _, rt := range c.pods {
+			if rt.ns != nil {
+				rt.ns.Close()
+			}
 		}
 		for _, ns := range c.nodeNS {
 			ns.Close()
@@ -604,9 +601,10 @@ func stopAll(ps []*proc) {
 // manifests have no such pair.
 func (c *Cluster) Proof(ctx context.Context) (string, error) {
 	var client *corev1.Pod
-	for _, p := range c.prep.Plan.Pods {
-		if p.Labels[labelOwner] == "client" || p.Name == "client" {
-			client = p
+	var clientNS *netns.NS
+	for _, rt := range c.podList() {
+		if p := rt.pod; p.Labels[labelOwner] == "client" || p.Name == "client" {
+			client, clientNS = p, rt.ns
 			break
 		}
 	}
@@ -624,7 +622,7 @@ func (c *Cluster) Proof(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	url := fmt.Sprintf("http://%s:%d/", svc.Spec.ClusterIP, svc.Spec.Ports[0].Port)
-	hc := &http.Client{Transport: &http.Transport{DialContext: netns.Dialer(c.podNS[podKey(client)], netns.SocketOptions{}), DisableKeepAlives: true},
+	hc := &http.Client{Transport: &http.Transport{DialContext: netns.Dialer(clientNS, netns.SocketOptions{}), DisableKeepAlives: true},
 		Timeout: 3 * time.Second}
 	var body []byte
 	var err error

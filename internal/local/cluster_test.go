@@ -37,15 +37,6 @@ func TestCheckNameAndNamespaces(t *testing.T) {
 	}
 }
 
-func prepareQuickstart(t *testing.T) *Prepared {
-	t.Helper()
-	p, err := Prepare("t", []string{"../../examples/quickstart"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestPrepareKeepsBarePodCommands(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "p.yaml"), []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containers: [{name: c, command: [sleep, '1'], env: [{name: A, value: b}]}]\n"), 0o644)
@@ -72,19 +63,19 @@ func TestPrepareKeepsBarePodCommands(t *testing.T) {
 
 func TestHostsFileAndState(t *testing.T) {
 	p := prepareQuickstart(t)
-	c := &Cluster{name: "t", dir: StateDir("t"), prep: p, opts: Options{Supervisor: 1}}
+	c := &Cluster{name: "t", dir: StateDir("t"), prep: p, opts: Options{Supervisor: 1}, pods: map[string]*podRT{}}
 	c.initState()
 	if c.state.ControlPlane != "10.244.255.254:15012" {
 		t.Errorf("control plane at %s", c.state.ControlPlane)
 	}
-	hosts := c.hostsFile(p.Plan.Pods[0])
+	hosts := hostsFile(p.Plan.Services, p.Plan.Pods[0])
 	for _, want := range []string{"127.0.0.1\tlocalhost", "echo.demo.svc.cluster.local echo.demo.svc echo.demo echo\n"} {
 		if !strings.Contains(hosts, want) {
 			t.Errorf("hosts file lacks %q:\n%s", want, hosts)
 		}
 	}
 	for _, p := range c.state.Pods {
-		if !p.Enrolled || p.Node == "" || p.IP == "" {
+		if p.Node == "" || p.IP == "" || len(p.Containers) != 1 {
 			t.Errorf("pod %+v", p)
 		}
 	}

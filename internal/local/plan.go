@@ -72,6 +72,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -131,10 +132,17 @@ type Plan struct {
 	// Pods: the manifests' Pods and those expanded from Deployments, each
 	// with spec.nodeName, status.podIP and the container environment set.
 	Pods []*corev1.Pod
+	// specs hashes each pod's spec as its manifest wrote it: a pod whose
+	// hash changes is replaced, one whose labels alone change is not.
+	specs map[model.Key]string
 }
 
 // NewPlan decides the cluster for snap. It does not touch the system.
-func NewPlan(snap *model.Snapshot) (*Plan, error) {
+func NewPlan(snap *model.Snapshot) (*Plan, error) { return newPlan(snap, nil, nil) }
+
+// newPlan is NewPlan with pod label overrides (see Prepared.PodLabels) and
+// the plan of the running cluster, whose placements and VIPs are kept.
+func newPlan(snap *model.Snapshot, podLabels map[model.Key]map[string]*string, prev *Plan) (*Plan, error) {
 	spec, err := localClusterSpec(snap)
 	if err != nil {
 		return nil, err
@@ -146,10 +154,13 @@ func NewPlan(snap *model.Snapshot) (*Plan, error) {
 	for i, n := range nodesOf(spec) {
 		p.Nodes = append(p.Nodes, planNode(n, nthSubnet24(p.PodCIDR, i)))
 	}
-	if err := p.assignServiceIPs(snap); err != nil {
+	if prev != nil && (prev.PodCIDR != p.PodCIDR || prev.ServiceCIDR != p.ServiceCIDR || !sameNodes(prev.Nodes, p.Nodes)) {
+		return nil, errors.New("the LocalCluster (nodes, zones, address ranges) of a running cluster cannot change: 'ambit down' and 'ambit up' again")
+	}
+	if err := p.assignServiceIPs(snap, prev); err != nil {
 		return nil, err
 	}
-	if err := p.placePods(snap); err != nil {
+	if err := p.placePods(snap, podLabels, prev); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -157,7 +168,11 @@ func NewPlan(snap *model.Snapshot) (*Plan, error) {
 
 // Apply returns a copy of snap holding the planned nodes, the Services with
 // their VIPs and the placed pods: what the control plane is given.
-func (p *Plan) Apply(snap *model.Snapshot) *model.Snapshot {
+func (p *Plan) Apply(snap *model.Snapshot) *model.Snapshot { return p.apply(snap, nil) }
+
+// apply is Apply with the pods of pending (keys ns/name) not ready yet:
+// they are placed (their identities may be issued) but get no traffic.
+func (p *Plan) apply(snap *model.Snapshot, pending map[string]bool) *model.Snapshot {
 	next := snap.Clone()
 	origin := model.Origin{File: "local cluster"}
 	for _, n := range p.Nodes {
@@ -167,9 +182,26 @@ func (p *Plan) Apply(snap *model.Snapshot) *model.Snapshot {
 		next.Put(s, next.Origins[model.Ref{Kind: model.KindService, Namespace: s.Namespace, Name: s.Name}])
 	}
 	for _, pod := range p.Pods {
+		if pending[pod.Namespace+"/"+pod.Name] {
+			notReady := *pod
+			notReady.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
+			pod = &notReady
+		}
 		next.Put(pod, origin)
 	}
 	return next
+}
+
+func sameNodes(a, b []*Node) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || a[i].Zone != b[i].Zone || a[i].Region != b[i].Region || a[i].Subzone != b[i].Subzone {
+			return false
+		}
+	}
+	return true
 }
 
 // localClusterSpec is the spec of snap's LocalCluster document, if any.
@@ -245,8 +277,9 @@ func nthSubnet24(p netip.Prefix, i int) netip.Prefix {
 
 // assignServiceIPs gives every Service without a clusterIP the next free
 // address of the service range, in namespace/name order so VIPs are stable
-// from one run to the next. Addresses given in manifests are kept.
-func (p *Plan) assignServiceIPs(snap *model.Snapshot) error {
+// from one run to the next. Addresses given in manifests are kept, and so
+// are those prev (the running cluster's plan) assigned.
+func (p *Plan) assignServiceIPs(snap *model.Snapshot, prev *Plan) error {
 	keys := make([]model.Key, 0, len(snap.Services))
 	for k := range snap.Services {
 		keys = append(keys, k)
@@ -270,10 +303,26 @@ func (p *Plan) assignServiceIPs(snap *model.Snapshot) error {
 		}
 		used[a] = k
 	}
+	kept := map[model.Key]string{}
+	if prev != nil {
+		for _, s := range prev.Services {
+			k := model.Key{Namespace: s.Namespace, Name: s.Name}
+			cur := snap.Services[k]
+			a, err := netip.ParseAddr(s.Spec.ClusterIP)
+			if cur == nil || cur.Spec.ClusterIP != "" || err != nil || used[a] != (model.Key{}) {
+				continue
+			}
+			used[a] = k
+			kept[k] = a.String()
+		}
+	}
 	// .0 is the network and .1 is kept for a future "kubernetes" Service, as in Kubernetes.
 	next := p.ServiceCIDR.Addr().Next().Next()
 	for _, k := range keys {
 		svc := snap.Services[k].DeepCopy()
+		if ip, ok := kept[k]; ok && svc.Spec.Type != corev1.ServiceTypeExternalName {
+			svc.Spec.ClusterIP, svc.Spec.ClusterIPs = ip, []string{ip}
+		}
 		if svc.Spec.ClusterIP == "" && svc.Spec.Type != corev1.ServiceTypeExternalName {
 			for used[next] != (model.Key{}) {
 				next = next.Next()
@@ -293,8 +342,9 @@ func (p *Plan) assignServiceIPs(snap *model.Snapshot) error {
 // placePods expands Deployments into Pods and places every pod: replicas of
 // one Deployment spread over zones (the zone with fewest of its replicas
 // first), then over the nodes of the zone (fewest pods first), as
-// Kubernetes' default topology spreading would.
-func (p *Plan) placePods(snap *model.Snapshot) error {
+// Kubernetes' default topology spreading would. A pod prev placed keeps
+// its node and address.
+func (p *Plan) placePods(snap *model.Snapshot, podLabels map[model.Key]map[string]*string, prev *Plan) error {
 	var pods []*corev1.Pod
 	for _, k := range model.SortedKeys(snap.Deployments) {
 		pods = append(pods, expandDeployment(snap.Deployments[k])...)
@@ -302,45 +352,84 @@ func (p *Plan) placePods(snap *model.Snapshot) error {
 	for _, k := range model.SortedKeys(snap.Pods) {
 		pods = append(pods, snap.Pods[k].DeepCopy())
 	}
-	perNode := map[string]int{}
-	nextIP := map[string]netip.Addr{}
-	for _, n := range p.Nodes {
-		nextIP[n.Name] = n.Gateway().Next()
-	}
-	group := map[string]map[string]int{} // owner → zone → replicas
 	for _, pod := range pods {
-		var node *Node
-		if want := pod.Spec.NodeName; want != "" {
-			for _, n := range p.Nodes {
-				if n.Name == want {
-					node = n
-				}
+		for l, v := range podLabels[model.Key{Namespace: pod.Namespace, Name: pod.Name}] {
+			if pod.Labels == nil {
+				pod.Labels = map[string]string{}
 			}
-			if node == nil {
-				return fmt.Errorf("Pod %s/%s: spec.nodeName %q is not a node of this cluster", pod.Namespace, pod.Name, want)
+			if v == nil {
+				delete(pod.Labels, l)
+			} else {
+				pod.Labels[l] = *v
 			}
-		} else {
-			owner := pod.Namespace + "/" + pod.Labels[labelOwner]
-			if group[owner] == nil {
-				group[owner] = map[string]int{}
-			}
-			node = p.leastLoaded(group[owner], perNode)
-			group[owner][node.Zone]++
 		}
-		ip := nextIP[node.Name]
-		if !node.PodCIDR.Contains(ip) || ip == lastAddr(node.PodCIDR) {
-			return fmt.Errorf("node %s has no pod address left for Pod %s/%s", node.Name, pod.Namespace, pod.Name)
+	}
+	nodes := map[string]*Node{}
+	for _, n := range p.Nodes {
+		nodes[n.Name] = n
+	}
+	perNode := map[string]int{}
+	used := map[netip.Addr]bool{}
+	group := map[string]map[string]int{} // owner → zone → replicas
+	owner := func(pod *corev1.Pod) map[string]int {
+		o := pod.Namespace + "/" + pod.Labels[labelOwner]
+		if group[o] == nil {
+			group[o] = map[string]int{}
 		}
-		nextIP[node.Name] = ip.Next()
+		return group[o]
+	}
+	place := func(pod *corev1.Pod, node *Node, ip netip.Addr) {
+		used[ip] = true
 		perNode[node.Name]++
+		owner(pod)[node.Zone]++
 		pod.Spec.NodeName = node.Name
 		pod.Status.Phase = corev1.PodRunning
 		pod.Status.PodIP = ip.String()
 		pod.Status.PodIPs = []corev1.PodIP{{IP: ip.String()}}
 		pod.Status.HostIP = node.Gateway().String()
-		p.Pods = append(p.Pods, pod)
 	}
+	placed := make([]bool, len(pods))
+	if prev != nil {
+		before := map[model.Key]*corev1.Pod{}
+		for _, pod := range prev.Pods {
+			before[model.Key{Namespace: pod.Namespace, Name: pod.Name}] = pod
+		}
+		for i, pod := range pods {
+			old := before[model.Key{Namespace: pod.Namespace, Name: pod.Name}]
+			if old == nil || (pod.Spec.NodeName != "" && pod.Spec.NodeName != old.Spec.NodeName) {
+				continue
+			}
+			place(pod, nodes[old.Spec.NodeName], netip.MustParseAddr(old.Status.PodIP))
+			placed[i] = true
+		}
+	}
+	for i, pod := range pods {
+		if placed[i] {
+			continue
+		}
+		var node *Node
+		if want := pod.Spec.NodeName; want != "" {
+			if node = nodes[want]; node == nil {
+				return fmt.Errorf("Pod %s/%s: spec.nodeName %q is not a node of this cluster", pod.Namespace, pod.Name, want)
+			}
+		} else {
+			node = p.leastLoaded(owner(pod), perNode)
+		}
+		ip := node.Gateway().Next()
+		for used[ip] {
+			ip = ip.Next()
+		}
+		if !node.PodCIDR.Contains(ip) || ip == lastAddr(node.PodCIDR) {
+			return fmt.Errorf("node %s has no pod address left for Pod %s/%s", node.Name, pod.Namespace, pod.Name)
+		}
+		place(pod, node, ip)
+	}
+	p.Pods = pods
+	p.specs = map[model.Key]string{}
 	for _, pod := range p.Pods {
+		b, _ := json.Marshal(pod.Spec)
+		sum := sha256.Sum256(b)
+		p.specs[model.Key{Namespace: pod.Namespace, Name: pod.Name}] = hex.EncodeToString(sum[:])
 		setEnvironment(pod, p.Services)
 	}
 	return nil

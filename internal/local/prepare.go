@@ -13,13 +13,18 @@ import (
 	"github.com/ambit-mesh/ambit/internal/model"
 )
 
-// Prepared is a validated cluster, ready to start: nothing has been
-// created yet.
+// Prepared is a validated cluster, ready to start (nothing has been
+// created yet), or the next configuration of a running one.
 type Prepared struct {
-	Name     string
-	Files    []string
-	Snapshot *model.Snapshot
-	Plan     *Plan
+	Name string
+	// Objects are the manifests' objects, in the order first applied: the
+	// cluster's desired configuration (what apply and delete change).
+	Objects []config.Object
+	// PodLabels are labels set (value) or removed (nil) on running pods
+	// with 'ambit label pod', over what their manifests say.
+	PodLabels map[model.Key]map[string]*string
+	Snapshot  *model.Snapshot
+	Plan      *Plan
 }
 
 // Prepare loads and checks the manifests and plans the cluster, without
@@ -28,23 +33,28 @@ func Prepare(name string, files []string) (*Prepared, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
 	}
-	snap, err := config.Load(files...)
+	objs, err := config.LoadObjects(files...)
+	if err != nil {
+		return nil, err
+	}
+	return prepare(name, objs, nil, nil)
+}
+
+// prepare plans the cluster of objs. With prev (the running cluster's
+// plan), what prev placed stays where it is: pods keep their node and
+// address, Services their VIP.
+func prepare(name string, objs []config.Object, podLabels map[model.Key]map[string]*string, prev *Plan) (*Prepared, error) {
+	snap, err := config.NewSnapshot(objs)
 	if err != nil {
 		return nil, err
 	}
 	// The snapshot keeps slim Pods (no commands or env): plan from the
 	// Pods as written.
-	objs, err := config.LoadObjects(files...)
-	if err != nil {
-		return nil, err
-	}
 	for _, o := range objs {
 		if pod, ok := o.Obj.(*corev1.Pod); ok {
-			if _, ok := snap.Pods[model.Key{Namespace: o.Ref.Namespace, Name: o.Ref.Name}]; ok {
-				full := pod.DeepCopy()
-				full.Namespace = o.Ref.Namespace
-				snap.Pods[model.Key{Namespace: o.Ref.Namespace, Name: o.Ref.Name}] = full
-			}
+			full := pod.DeepCopy()
+			full.Namespace = o.Ref.Namespace
+			snap.Pods[model.Key{Namespace: o.Ref.Namespace, Name: o.Ref.Name}] = full
 		}
 	}
 	spec, err := localClusterSpec(snap)
@@ -58,7 +68,7 @@ func Prepare(name string, files []string) (*Prepared, error) {
 	if err := addWaypoints(snap, StateDir(name), netip.AddrPortFrom(controlPlaneAddr(podCIDROf(spec)), cpGRPCPort), len(zones)); err != nil {
 		return nil, err
 	}
-	plan, err := NewPlan(snap)
+	plan, err := newPlan(snap, podLabels, prev)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +83,7 @@ func Prepare(name string, files []string) (*Prepared, error) {
 	if len(plan.Pods) > 250*len(plan.Nodes) {
 		return nil, fmt.Errorf("%d pods: too many for %d nodes", len(plan.Pods), len(plan.Nodes))
 	}
-	return &Prepared{Name: name, Files: files, Snapshot: snap, Plan: plan}, nil
+	return &Prepared{Name: name, Objects: objs, PodLabels: podLabels, Snapshot: snap, Plan: plan}, nil
 }
 
 // Options start a cluster.

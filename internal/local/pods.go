@@ -1,0 +1,179 @@
+//go:build linux
+
+package local
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/ambit-mesh/ambit/internal/netns"
+	"github.com/ambit-mesh/ambit/internal/redirect"
+)
+
+// podRT is one running pod: its network namespace, its enrolment with its
+// node's ztunnel, its container processes.
+type podRT struct {
+	pod      *corev1.Pod
+	state    PodState // without pids (see refreshState)
+	ns       *netns.NS
+	procs    []*proc
+	enrolled bool
+}
+
+func (c *Cluster) newPodRT(pod *corev1.Pod) *podRT {
+	ps := PodState{Namespace: pod.Namespace, Name: pod.Name, Deployment: pod.Labels[labelOwner], Node: pod.Spec.NodeName,
+		IP: pod.Status.PodIP, NetNS: podNSName(c.name, pod.Namespace, pod.Name),
+		HostsFile: filepath.Join(c.dir, "pods", pod.Namespace+"_"+pod.Name+".hosts"),
+		Log:       filepath.Join(c.dir, "logs", pod.Namespace+"_"+pod.Name+".log")}
+	if len(pod.Spec.Containers) > 0 {
+		ps.Env = c.containerEnv(pod, &pod.Spec.Containers[0])
+	}
+	return &podRT{pod: pod, state: ps}
+}
+
+// createPodNetwork creates the pod's namespace, attached to the bridge at
+// the pod's address with a default route via its node.
+func (c *Cluster) createPodNetwork(rt *podRT) error {
+	ns, err := netns.NewNamed(rt.state.NetNS)
+	if err != nil {
+		return err
+	}
+	rt.ns = ns
+	ip := netip.MustParseAddr(rt.pod.Status.PodIP)
+	veth := fmt.Sprintf("vp%d", c.vethSeq.Add(1))
+	if err := netns.AttachToBridge(c.netNS, bridgeName, ns, "eth0", veth, netip.PrefixFrom(ip, c.prep.Plan.PodCIDR.Bits())); err != nil {
+		return fmt.Errorf("pod %s: %w", podKey(rt.pod), err)
+	}
+	gw := netip.MustParseAddr(rt.pod.Status.HostIP)
+	return netns.AddRoute(ns, netip.MustParsePrefix("0.0.0.0/0"), gw, "eth0")
+}
+
+func podUID(pod *corev1.Pod) string {
+	if pod.UID != "" {
+		return string(pod.UID)
+	}
+	return podKey(pod)
+}
+
+// enrol hands the pod's namespace to its node's ztunnel (which opens its
+// listeners there), then installs the redirection of the pod's traffic to
+// them: in this order no connection is redirected to a port nobody serves.
+func (c *Cluster) enrol(rt *podRT) error {
+	pod := rt.pod
+	ctx, cancel := context.WithTimeout(c.ctx, startTimeout)
+	defer cancel()
+	err := c.agents[pod.Spec.NodeName].AddPod(ctx, redirect.Pod{UID: podUID(pod), Name: pod.Name, Namespace: pod.Namespace,
+		ServiceAccount: serviceAccountOf(pod), IPs: []netip.Addr{netip.MustParseAddr(pod.Status.PodIP)}}, rt.ns.File())
+	if err != nil {
+		return fmt.Errorf("enrolling pod %s on %s: %w", podKey(pod), pod.Spec.NodeName, err)
+	}
+	if err := redirect.Install(rt.ns, redirect.Config{}); err != nil {
+		return fmt.Errorf("pod %s: %w", podKey(pod), err)
+	}
+	rt.enrolled = true
+	return nil
+}
+
+// unenrol removes the redirection, then the pod from its ztunnel: its
+// traffic flows directly again.
+func (c *Cluster) unenrol(rt *podRT) error {
+	if err := redirect.Remove(rt.ns, redirect.Config{}); err != nil {
+		return fmt.Errorf("pod %s: %w", podKey(rt.pod), err)
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, startTimeout)
+	defer cancel()
+	if err := c.agents[rt.pod.Spec.NodeName].DelPod(ctx, podUID(rt.pod)); err != nil {
+		return fmt.Errorf("removing pod %s from the ztunnel on %s: %w", podKey(rt.pod), rt.pod.Spec.NodeName, err)
+	}
+	rt.enrolled = false
+	return nil
+}
+
+func serviceAccountOf(pod *corev1.Pod) string {
+	if sa := pod.Spec.ServiceAccountName; sa != "" {
+		return sa
+	}
+	return "default"
+}
+
+// startProcs writes the pod's hosts file and starts its containers.
+func (c *Cluster) startProcs(rt *podRT, services []*corev1.Service) error {
+	hosts := rt.state.HostsFile
+	if err := os.WriteFile(hosts, []byte(hostsFile(services, rt.pod)), 0o644); err != nil {
+		return err
+	}
+	pod := rt.pod
+	var procs []*proc
+	for j := range pod.Spec.Containers {
+		ct := &pod.Spec.Containers[j]
+		argv := append(append([]string{}, ct.Command...), ct.Args...)
+		env := c.containerEnv(pod, ct)
+		dir := orDefault(ct.WorkingDir, "/")
+		procs = append(procs, newProc(fmt.Sprintf("pod %s container %s", podKey(pod), ct.Name), rt.ns, rt.state.Log, func() *exec.Cmd {
+			cmd := exec.Command(c.opts.AmbitBin, append([]string{"internal", "pod-exec", "--hosts", hosts, "--"}, argv...)...)
+			cmd.Env, cmd.Dir = env, dir
+			return cmd
+		}, func() {}))
+	}
+	c.stateMu.Lock()
+	rt.procs = procs
+	c.stateMu.Unlock()
+	for _, p := range procs {
+		p.changed = c.changed
+		if err := p.start(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removePod stops the pod's processes, takes it out of its ztunnel and
+// deletes its namespace and files.
+func (c *Cluster) removePod(rt *podRT) error {
+	stopAll(rt.procs)
+	var err error
+	if rt.enrolled {
+		ctx, cancel := context.WithTimeout(c.ctx, startTimeout)
+		err = c.agents[rt.pod.Spec.NodeName].DelPod(ctx, podUID(rt.pod))
+		cancel()
+	}
+	if rt.ns != nil {
+		rt.ns.Close()
+	}
+	if err1 := netns.DeleteNamed(rt.state.NetNS); err1 != nil && err == nil {
+		err = err1
+	}
+	os.Remove(rt.state.HostsFile)
+	return err
+}
+
+// hostsFile is /etc/hosts as seen in pod: localhost, the pod itself, and
+// every Service (svc.ns.svc.cluster.local, svc.ns.svc, svc.ns, and svc for
+// the pod's own namespace).
+func hostsFile(services []*corev1.Service, pod *corev1.Pod) string {
+	var b strings.Builder
+	b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+	fmt.Fprintf(&b, "%s\t%s\n", pod.Status.PodIP, pod.Name)
+	svcs := append([]*corev1.Service(nil), services...)
+	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Namespace+"/"+svcs[i].Name < svcs[j].Namespace+"/"+svcs[j].Name })
+	for _, s := range svcs {
+		ip := s.Spec.ClusterIP
+		if ip == "" || ip == corev1.ClusterIPNone {
+			continue
+		}
+		names := []string{fmt.Sprintf("%s.%s.svc.cluster.local", s.Name, s.Namespace), s.Name + "." + s.Namespace + ".svc", s.Name + "." + s.Namespace}
+		if s.Namespace == pod.Namespace {
+			names = append(names, s.Name)
+		}
+		fmt.Fprintf(&b, "%s\t%s\n", ip, strings.Join(names, " "))
+	}
+	return b.String()
+}

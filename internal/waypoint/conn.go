@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ambit-mesh/ambit/internal/spiffe"
@@ -17,6 +18,16 @@ type tunnel struct {
 	src       netip.Addr // the client: the tunnel's source address
 	authority netip.AddrPort
 	baggage   string
+
+	srcText string // src as text, for X-Forwarded-For
+
+	// series is the metrics series of the tunnel's last request: the next
+	// one most likely has the same labels.
+	series atomic.Pointer[lastSeries]
+}
+
+func newTunnel(peer spiffe.ID, src netip.Addr, authority netip.AddrPort, baggage string) *tunnel {
+	return &tunnel{peer: peer, src: src, authority: authority, baggage: baggage, srcText: src.String()}
 }
 
 type tunnelKey struct{}

@@ -18,7 +18,6 @@ import (
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
 	"github.com/ambit-mesh/ambit/internal/routematch"
-	"github.com/ambit-mesh/ambit/internal/telemetry"
 	"github.com/ambit-mesh/ambit/internal/ztunnel/authz"
 	"github.com/ambit-mesh/ambit/internal/ztunnel/state"
 )
@@ -319,12 +318,12 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		}
 	}
 	if xff := r.Header["X-Forwarded-For"]; len(xff) > 0 {
-		r.Header.Set("X-Forwarded-For", strings.Join(xff, ", ")+", "+x.t.src.String())
+		r.Header.Set("X-Forwarded-For", strings.Join(xff, ", ")+", "+x.t.srcText)
 	} else {
-		r.Header["X-Forwarded-For"] = []string{x.t.src.String()}
+		r.Header["X-Forwarded-For"] = []string{x.t.srcText}
 	}
 	if r.Header.Get("X-Forwarded-Proto") == "" {
-		r.Header["X-Forwarded-Proto"] = []string{"http"}
+		r.Header["X-Forwarded-Proto"] = forwardedProtoHTTP
 	}
 	if r.Header.Get("X-Request-Id") == "" {
 		r.Header["X-Request-Id"] = []string{requestID()}
@@ -845,29 +844,8 @@ func (x *exchange) finish() {
 	if x.reqBody != nil {
 		reqBody = x.reqBody()
 	}
-	labels := telemetry.HTTPLabels{ResponseCode: strconv.Itoa(x.status), GRPCResponseStatus: x.grpc}
-	labels.Reporter, labels.ResponseFlags, labels.ConnectionSecurityPolicy = "waypoint", x.flags, "mutual_tls"
-	labels.RequestProtocol = "http"
-	if x.grpcReq {
-		labels.RequestProtocol = "grpc"
-	}
-	if x.t != nil {
-		sourceLabels(&labels.TCPLabels, x.view.WorkloadByIP(x.t.src), x.t.peer)
-	}
-	svc := x.dstSvc
-	if svc == nil {
-		svc = x.svc
-	}
-	if svc != nil {
-		labels.DestinationService, labels.DestinationServiceName, labels.DestinationServiceNamespace = svc.GetHostname(), svc.GetName(), svc.GetNamespace()
-	}
-	if x.endpoint != nil {
-		destinationLabels(&labels.TCPLabels, x.endpoint.Workload)
-	} else if x.view != nil && x.upstream.IsValid() {
-		destinationLabels(&labels.TCPLabels, x.view.WorkloadByIP(x.upstream.Addr()))
-	}
 	reqBytes := reqBody + headerSize(x.r.Header)
-	x.p.metrics.For(&labels).Record(d, reqBytes, x.respN)
+	x.series().Record(d, reqBytes, x.respN)
 	if x.p.access != nil {
 		x.p.access.record(x, d, reqBytes)
 	}

@@ -221,7 +221,7 @@ func (p *Proxy) ServePlain(l net.Listener, authority netip.AddrPort) error {
 			return err
 		}
 		go func() {
-			t := &tunnel{src: addrOf(c.RemoteAddr()).Addr(), authority: authority}
+			t := newTunnel(spiffe.ID{}, addrOf(c.RemoteAddr()).Addr(), authority, "")
 			cfg, view := p.store.config(), p.store.state.View()
 			if cfg == nil {
 				c.Close()
@@ -274,7 +274,7 @@ func (p *Proxy) Close() {
 // is something this waypoint serves, then hands the stream to the HTTP
 // server or relays it at L4.
 func (p *Proxy) handleTunnel(ctx context.Context, r *hbone.Request) {
-	t := &tunnel{peer: r.Peer, src: addrOf(r.RemoteAddr).Addr(), authority: r.Authority, baggage: r.Header.Get("Baggage")}
+	t := newTunnel(r.Peer, addrOf(r.RemoteAddr).Addr(), r.Authority, r.Header.Get("Baggage"))
 	logger := p.log.With("peer", r.Peer.String(), "src", t.src.String(), "dst", t.authority.String())
 	cfg := p.store.config()
 	if cfg == nil {

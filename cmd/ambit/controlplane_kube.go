@@ -81,6 +81,7 @@ func runKubeControlPlane(ctx context.Context, log *slog.Logger, k kubeFlags, caf
 		// identity only, on its own node.
 		Workloads: true,
 	}
+	opts.Placement = &kube.PodPlacement{Clients: clients, Log: log.With("component", "ca")}
 	srv, err := controlplane.New(opts)
 	if err != nil {
 		return err

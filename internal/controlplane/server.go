@@ -43,6 +43,11 @@ type Options struct {
 	CA *ca.CA
 	// Authenticator identifies the node of each proxy; default: the CA's node tokens.
 	Authenticator ca.NodeAuthenticator
+	// Placement, if set, is asked whether an identity runs on a node when
+	// the translated model does not say so (on Kubernetes: the API server,
+	// for a pod the CNI plugin has just enrolled and whose IP the model has
+	// not seen yet).
+	Placement ca.IdentityChecker
 	// GRPCAddr serves push and CA over TLS (default ":15012"); HTTPAddr serves
 	// /metrics, /readyz and /debug/* (default ":15014"). Use "127.0.0.1:0" in tests.
 	GRPCAddr, HTTPAddr string
@@ -250,8 +255,10 @@ func (s *Server) SourceResult(err error) {
 
 // nodeRuns tells the CA whether a workload with identity id runs on node.
 func (s *Server) nodeRuns(node string, id spiffe.ID) bool {
-	st := s.current.Load()
-	return st != nil && st.nodeIDs[node][id.String()]
+	if st := s.current.Load(); st != nil && st.nodeIDs[node][id.String()] {
+		return true
+	}
+	return s.opts.Placement != nil && s.opts.Placement.NodeRuns(node, id)
 }
 
 // authenticateProxy admits a push stream only from the node its credential names.

@@ -76,6 +76,8 @@ type cluster struct {
 	cpAddr  string
 	cpStop  func()
 	rootPEM string
+	// clusterNS holds the nodes' bridge: the pod network, as seen from a node.
+	clusterNS *netns.NS
 }
 
 // startControlPlane runs the control plane as `ambit controlplane --source
@@ -93,7 +95,8 @@ func (c *cluster) startControlPlane(addr string) {
 	srv, err := controlplane.New(controlplane.Options{
 		Source: &kube.Source{Clients: c.cl, Debounce: 10 * time.Millisecond, Log: slog.Default().With("component", "kube")},
 		Mesh:   model.DefaultMeshConfig(), CA: authority,
-		Authenticator: &ca.TokenReviewAuthenticator{Reviews: c.cl.Kube.AuthenticationV1().TokenReviews(), ServiceAccounts: []string{"ambit-system/ztunnel"}},
+		Authenticator: &ca.TokenReviewAuthenticator{Reviews: c.cl.Kube.AuthenticationV1().TokenReviews(), ServiceAccounts: []string{"ambit-system/ztunnel"}, Workloads: true},
+		Placement:     &kube.PodPlacement{Clients: c.cl},
 		GRPCAddr:      addr, HTTPAddr: "127.0.0.1:0",
 	})
 	must(t, err)
@@ -187,32 +190,54 @@ func (c *cluster) startNode(name, zone string, clusterNS *netns.NS, binDir strin
 // runPod does what the kubelet does for a pod: create it (scheduled on
 // node), set up its network through CNI, report it running with its IP.
 func (c *cluster) runPod(n *node, namespace, name, sa string, labels map[string]string) *pod {
+	p := c.startPod(n, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
+		Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "app", Image: "ambit",
+			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}}})
+	// A process lives in the pod's namespace, as the pod's containers do.
+	sleeper := exec.Command("sleep", "3600")
+	must(c.t, netns.StartCmd(p.ns, sleeper))
+	c.t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	c.setStatus(p, true)
+	return p
+}
+
+// startPod creates obj scheduled on node n, sets up its network through
+// CNI and reports it running with its IP, not yet ready, as the kubelet
+// does once the pod's sandbox is up.
+func (c *cluster) startPod(n *node, obj *corev1.Pod) *pod {
 	t := c.t
 	ctx := context.Background()
-	obj, err := c.cl.Kube.CoreV1().Pods(namespace).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
-		Spec: corev1.PodSpec{NodeName: n.name, ServiceAccountName: sa, Containers: []corev1.Container{{Name: "app", Image: "ambit",
-			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}}}, metav1.CreateOptions{})
+	obj.Spec.NodeName = n.name
+	obj, err := c.cl.Kube.CoreV1().Pods(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{})
 	must(t, err)
 	p := &pod{obj: obj, ns: netnstest.New(t)}
 	actx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	r, err := n.cni.AddNetworkList(actx, n.list, &libcni.RuntimeConf{ContainerID: "c-" + string(obj.UID), NetNS: p.ns.Path(), IfName: "eth0",
-		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", namespace}, {"K8S_POD_NAME", name}, {"K8S_POD_UID", string(obj.UID)}}})
+		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", obj.Namespace}, {"K8S_POD_NAME", obj.Name}, {"K8S_POD_UID", string(obj.UID)}}})
 	if err != nil {
-		t.Fatalf("CNI ADD %s/%s: %v", namespace, name, err)
+		t.Fatalf("CNI ADD %s/%s: %v", obj.Namespace, obj.Name, err)
 	}
 	res, err := current.NewResultFromResult(r)
 	must(t, err)
 	p.ip = res.IPs[0].Address.IP.String()
-	obj.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: p.ip, PodIPs: []corev1.PodIP{{IP: p.ip}},
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
-	p.obj, err = c.cl.Kube.CoreV1().Pods(namespace).UpdateStatus(ctx, obj, metav1.UpdateOptions{})
-	must(t, err)
-	// A process lives in the pod's namespace, as the pod's containers do.
-	sleeper := exec.Command("sleep", "3600")
-	must(t, netns.StartCmd(p.ns, sleeper))
-	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	c.setStatus(p, false)
 	return p
+}
+
+// setStatus reports the pod running with its IP, and whether it is ready
+// (its containers pass their readiness probes).
+func (c *cluster) setStatus(p *pod, ready bool) {
+	obj := p.obj
+	cond := corev1.ConditionFalse
+	if ready {
+		cond = corev1.ConditionTrue
+	}
+	obj.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: p.ip, PodIPs: []corev1.PodIP{{IP: p.ip}},
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: cond}}}
+	var err error
+	p.obj, err = c.cl.Kube.CoreV1().Pods(obj.Namespace).UpdateStatus(context.Background(), obj, metav1.UpdateOptions{})
+	must(c.t, err)
 }
 
 // serveWhoami answers every connection on 8080 with the caller's address.
@@ -263,7 +288,23 @@ func metrics(t *testing.T, addr string) string {
 	return string(b)
 }
 
-func TestMeshOnKubernetes(t *testing.T) {
+// buildBinaries builds the named commands of this module into dir.
+func buildBinaries(t *testing.T, dir string, cmds ...string) {
+	t.Helper()
+	args := []string{"build", "-o", dir + "/"}
+	for _, c := range cmds {
+		args = append(args, "github.com/ambit-mesh/ambit/cmd/"+c)
+	}
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		t.Fatalf("build %v: %v\n%s", cmds, err, out)
+	}
+}
+
+// newCluster starts an API server with the CRDs, the control plane and two
+// nodes (node-a in zone-a, node-b in zone-b), each with a node agent, a
+// ztunnel and the CNI chain (bridge, then ambit-cni) in one "cluster
+// network" namespace. binDir holds ambit-cni and the extra commands.
+func newCluster(t *testing.T, extra ...string) (c *cluster, a, b *node, binDir string) {
 	netnstest.RequireRoot(t)
 	if _, err := os.Stat("/usr/lib/cni/bridge"); err != nil {
 		if kubetest.InCI() {
@@ -273,35 +314,39 @@ func TestMeshOnKubernetes(t *testing.T) {
 	}
 	k := kubetest.Start(t)
 	k.InstallCRDs(t)
-	c := &cluster{t: t, cl: k.Clients(t), dir: t.TempDir(), nodes: map[string]*node{}}
-	ctx := context.Background()
+	c = &cluster{t: t, cl: k.Clients(t), dir: t.TempDir(), nodes: map[string]*node{}}
 
-	binDir := filepath.Join(c.dir, "bin")
+	binDir = filepath.Join(c.dir, "bin")
 	must(t, os.MkdirAll(binDir, 0o755))
-	if out, err := exec.Command("go", "build", "-o", binDir, "github.com/ambit-mesh/ambit/cmd/ambit-cni").CombinedOutput(); err != nil {
-		t.Fatalf("build ambit-cni: %v\n%s", err, out)
-	}
+	buildBinaries(t, binDir, append([]string{"ambit-cni"}, extra...)...)
 	for _, p := range []string{"bridge", "host-local"} {
 		must(t, os.Symlink(filepath.Join("/usr/lib/cni", p), filepath.Join(binDir, p)))
 	}
-
-	nsObj := func(name string, labels map[string]string) *corev1.Namespace {
-		return &corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
-	}
-	sa := func(ns, name string) *corev1.ServiceAccount {
-		return &corev1.ServiceAccount{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"}, ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-	}
-	kubetest.Apply(t, c.cl, nsObj("ambit-system", nil), sa("ambit-system", "ztunnel"),
-		nsObj("shop", map[string]string{nodeagent.DataplaneModeLabel: "ambient"}), nsObj("late", nil),
-		sa("shop", "client"), sa("shop", "server"), sa("late", "default"),
-		&corev1.Service{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}, ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "server"},
-			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"}, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}}})
-
+	kubetest.Apply(t, c.cl, nsObj("ambit-system", nil), saObj("ambit-system", "ztunnel"))
 	c.startControlPlane("127.0.0.1:0")
 	t.Cleanup(func() { c.cpStop() })
 	clusterNS := netnstest.New(t)
-	a := c.startNode("node-a", "zone-a", clusterNS, binDir)
-	b := c.startNode("node-b", "zone-b", clusterNS, binDir)
+	c.clusterNS = clusterNS
+	a = c.startNode("node-a", "zone-a", clusterNS, binDir)
+	b = c.startNode("node-b", "zone-b", clusterNS, binDir)
+	return c, a, b, binDir
+}
+
+func nsObj(name string, labels map[string]string) *corev1.Namespace {
+	return &corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+}
+
+func saObj(ns, name string) *corev1.ServiceAccount {
+	return &corev1.ServiceAccount{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"}, ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+}
+
+func TestMeshOnKubernetes(t *testing.T) {
+	c, a, b, _ := newCluster(t)
+	ctx := context.Background()
+	kubetest.Apply(t, c.cl, nsObj("shop", map[string]string{nodeagent.DataplaneModeLabel: "ambient"}), nsObj("late", nil),
+		saObj("shop", "client"), saObj("shop", "server"), saObj("late", "default"),
+		&corev1.Service{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}, ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "server"},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"}, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}}})
 
 	server := c.runPod(b, "shop", "server", "server", map[string]string{"app": "server"})
 	serveWhoami(t, server)

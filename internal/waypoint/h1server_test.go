@@ -137,6 +137,28 @@ func TestHTTP1Server(t *testing.T) {
 			t.Fatalf("next request: %d %q", resp.StatusCode, got)
 		}
 	})
+	t.Run("metrics per outcome on one connection", func(t *testing.T) {
+		count := func(code string) int {
+			var b strings.Builder
+			hop.proxy.Metrics().WriteTo(&b)
+			for _, l := range strings.Split(b.String(), "\n") {
+				if strings.HasPrefix(l, "istio_requests_total{") && strings.Contains(l, `response_code="`+code+`"`) {
+					n, _ := strconv.Atoi(l[strings.LastIndexByte(l, ' ')+1:])
+					return n
+				}
+			}
+			return 0
+		}
+		ok0, local0 := count("200"), count("418")
+		rc := dialRaw(t, hop.addr)
+		for _, path := range []string{"/echo", "/local", "/echo", "/echo", "/local"} {
+			rc.send("GET " + path + " HTTP/1.1\r\n" + host + "\r\n")
+			rc.read("GET")
+		}
+		if ok, local := count("200")-ok0, count("418")-local0; ok != 3 || local != 2 {
+			t.Fatalf("counted %d × 200 and %d × 418, want 3 and 2", ok, local)
+		}
+	})
 	t.Run("Connection: close", func(t *testing.T) {
 		rc := dialRaw(t, hop.addr)
 		rc.send("GET /echo HTTP/1.1\r\n" + host + "Connection: close\r\n\r\n")

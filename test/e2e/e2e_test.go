@@ -110,10 +110,16 @@ func state(t *testing.T, name string) *local.State {
 
 type echoAnswer struct{ Pod, Namespace, Peer string }
 
-// get asks echo from the client pod through `ambit exec`.
+// get asks echo from the client pod of namespace demo through `ambit exec`.
 func get(t *testing.T, name, url string) echoAnswer {
 	t.Helper()
-	out := mustAmbit(t, "exec", "--name", name, "-n", "demo", "deploy/client", "--", "ambit", "internal", "http-get", url)
+	return getIn(t, name, "demo", url)
+}
+
+// getIn asks echo from the client pod of namespace ns through `ambit exec`.
+func getIn(t *testing.T, name, ns, url string) echoAnswer {
+	t.Helper()
+	out := mustAmbit(t, "exec", "--name", name, "-n", ns, "deploy/client", "--", "ambit", "internal", "http-get", url)
 	var a echoAnswer
 	if err := json.Unmarshal([]byte(out), &a); err != nil {
 		t.Fatalf("answer %q: %v", out, err)

@@ -16,8 +16,9 @@ import (
 // detached cluster's supervisor); they are not meant to be typed.
 func internalCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "internal",
-		Short: "Helpers ambit runs itself (pod processes, detached clusters)",
+		Name:   "internal",
+		Short:  "Helpers ambit runs itself (pod processes, detached clusters)",
+		Hidden: true,
 		Subcommands: []*cli.Command{
 			podExecCommand(),
 			serveCommand(),

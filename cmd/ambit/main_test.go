@@ -38,6 +38,14 @@ func TestEveryCommandHasHelp(t *testing.T) {
 	walk([]string{"ambit"}, rootCommand())
 }
 
+// Helpers ambit runs itself are left out of the command list.
+func TestInternalIsHidden(t *testing.T) {
+	_, out, _ := run(t, "--help")
+	if strings.Contains(out, "internal") || !strings.Contains(out, "apply") {
+		t.Errorf("ambit --help:\n%s", out)
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	tests := []struct {
 		args []string
@@ -48,6 +56,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"controlplane"}, "no manifests given"},
 		{[]string{"controlplane", "node-token"}, "want exactly one node name"},
 		{[]string{"analyze", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"apply"}, "no manifests given"},
+		{[]string{"delete", "--name", "x"}, "no manifests given"},
+		{[]string{"label", "namespace", "demo"}, "at least one KEY=VALUE or KEY-"},
+		{[]string{"label", "namespace", "demo", "novalue"}, `label "novalue": want KEY=VALUE or KEY-`},
 	}
 	for _, tt := range tests {
 		code, _, errOut := run(t, tt.args...)

@@ -25,6 +25,9 @@ type Command struct {
 	Flags       func(fs *flag.FlagSet)
 	Run         func(ctx context.Context, args []string) error
 	Subcommands []*Command
+	// Hidden commands run as any other but are left out of their
+	// parent's command list (helpers ambit runs itself).
+	Hidden bool
 }
 
 // UsageError is a mistake in how the command was called: the message is
@@ -116,7 +119,9 @@ func (c *Command) printHelp(w io.Writer, path []string, fs *flag.FlagSet) {
 		subs := append([]*Command(nil), c.Subcommands...)
 		sort.Slice(subs, func(i, j int) bool { return subs[i].Name < subs[j].Name })
 		for _, s := range subs {
-			fmt.Fprintf(w, "  %-14s %s\n", s.Name, s.Short)
+			if !s.Hidden {
+				fmt.Fprintf(w, "  %-14s %s\n", s.Name, s.Short)
+			}
 		}
 	}
 	hasFlags := false

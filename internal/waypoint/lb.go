@@ -189,7 +189,13 @@ type cluster struct {
 }
 
 type endpointCache struct {
-	src *state.Endpoint // first element of the source list, for identity
+	// src is the first slot of the source list's backing array, for
+	// identity: the ztunnel state never edits a published list, it
+	// publishes a new one. (Comparing the first endpoint instead would miss
+	// a list whose later endpoints were replaced — pods of one zone
+	// replaced while another zone's sort first — and keep sending to
+	// addresses that are gone.)
+	src **state.Endpoint
 	n   int
 	out []*state.Endpoint
 }
@@ -303,9 +309,9 @@ func (c *cluster) statsOf(uid string) *endpointStats {
 // list changes, the counters of endpoints that left are dropped, so a
 // long-running waypoint does not keep every pod it ever saw.
 func (c *cluster) endpoints(eps []*state.Endpoint) []*state.Endpoint {
-	var first *state.Endpoint
+	var first **state.Endpoint
 	if len(eps) > 0 {
-		first = eps[0]
+		first = &eps[0]
 	}
 	if fc := c.filtered.Load(); fc != nil && fc.src == first && fc.n == len(eps) {
 		return fc.out

@@ -199,6 +199,15 @@ func TestSubsetEndpoints(t *testing.T) {
 	if got := cl.endpoints(eps[:2]); len(got) != 1 {
 		t.Errorf("after the list changed: %d endpoints", len(got))
 	}
+	// A new list of the same length and first endpoint (another zone's
+	// pods replaced) is a new list.
+	all := cs.get("svc", defaultTrafficPolicy, nil)
+	all.endpoints(eps)
+	replaced := append([]*state.Endpoint{}, eps...)
+	replaced[2] = &state.Endpoint{Workload: &meshv1.Workload{Uid: "w2-new"}}
+	if got := all.endpoints(replaced); got[2].Workload.Uid != "w2-new" {
+		t.Errorf("replaced endpoint not seen: %s", got[2].Workload.Uid)
+	}
 }
 
 // The default balancer honours the destination Service's locality

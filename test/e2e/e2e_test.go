@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -154,6 +155,7 @@ func TestQuickstart(t *testing.T) {
 	netnstest.RequireRoot(t)
 	build(t)
 	name := clusterName(t, "")
+	rulesBefore := hostRules(t)
 	if d := up(t, name); d > 10*time.Second {
 		t.Errorf("ambit up --detach took %s", d)
 	}
@@ -258,10 +260,9 @@ func TestQuickstart(t *testing.T) {
 		if a := get(t, name, "http://echo/"); a.Pod == "" {
 			t.Errorf("first cluster after the second started: %+v", a)
 		}
+		otherState := state(t, other)
 		mustAmbit(t, "down", "--name", other)
-		if ns := namespacesOf(other); len(ns) > 0 {
-			t.Errorf("left behind: %v", ns)
-		}
+		assertGone(t, other, otherState, rulesBefore)
 		if a := get(t, name, "http://echo/"); a.Pod == "" {
 			t.Errorf("first cluster after the second went down: %+v", a)
 		}
@@ -269,31 +270,85 @@ func TestQuickstart(t *testing.T) {
 
 	t.Run("down removes everything, twice", func(t *testing.T) {
 		st := state(t, name)
-		pids := []int{st.Supervisor}
-		for _, n := range st.Nodes {
-			pids = append(pids, n.ZtunnelPID)
-		}
-		for _, p := range st.Pods {
-			for _, c := range p.Containers {
-				pids = append(pids, c.PID)
-			}
-		}
 		t.Log(mustAmbit(t, "down", "--name", name))
-		if ns := namespacesOf(name); len(ns) > 0 {
-			t.Errorf("namespaces left: %v", ns)
-		}
-		for _, pid := range pids {
-			if alive(pid) {
-				t.Errorf("process %d still alive", pid)
-			}
-		}
-		if _, err := os.Stat(local.StateDir(name)); !os.IsNotExist(err) {
-			t.Errorf("state dir %s: %v", local.StateDir(name), err)
-		}
+		assertGone(t, name, st, rulesBefore)
 		if out := mustAmbit(t, "down", "--name", name); !strings.Contains(out, "not running") {
 			t.Errorf("second down: %s", out)
 		}
 	})
+}
+
+// hostRules is the host's iptables rules (both families), which a cluster
+// must never touch: its rules live in its own namespaces.
+func hostRules(t *testing.T) []string {
+	t.Helper()
+	var rules []string
+	for _, prog := range []string{"iptables-save", "ip6tables-save"} {
+		out, err := exec.Command(prog).Output()
+		if err != nil {
+			t.Fatalf("%s: %v", prog, err)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "-A ") || strings.HasPrefix(l, ":") {
+				rules = append(rules, prog+" "+strings.Fields(l)[0]+" "+strings.Join(strings.Fields(l)[1:], " "))
+			}
+		}
+	}
+	return rules
+}
+
+// assertGone checks that cluster name, which ran as st, left nothing: no
+// network namespace, process, mount, host iptables rule or state.
+func assertGone(t *testing.T, name string, st *local.State, rulesBefore []string) {
+	t.Helper()
+	if ns := namespacesOf(name); len(ns) > 0 {
+		t.Errorf("namespaces left: %v", ns)
+	}
+	pids := []int{st.Supervisor}
+	for _, n := range st.Nodes {
+		pids = append(pids, n.ZtunnelPID)
+	}
+	for _, p := range st.Pods {
+		for _, c := range p.Containers {
+			pids = append(pids, c.PID)
+		}
+	}
+	for _, pid := range pids {
+		if alive(pid) {
+			t.Errorf("process %d still alive", pid)
+		}
+	}
+	// Processes the state may not list: anything naming the cluster's
+	// state directory (ztunnels, waypoints, pod helpers) or its supervisor.
+	dir := local.StateDir(name) + "/"
+	procs, _ := os.ReadDir("/proc")
+	for _, e := range procs {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		cmd := strings.ReplaceAll(string(b), "\x00", " ")
+		if strings.Contains(cmd, dir) || strings.Contains(cmd, "internal serve --name "+name+" ") {
+			t.Errorf("process %s still runs: %s", e.Name(), cmd)
+		}
+	}
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if strings.Contains(l, "/run/netns/ambit-"+name+"-") || strings.Contains(l, dir) {
+			t.Errorf("mount left: %s", l)
+		}
+	}
+	for _, r := range hostRules(t) {
+		if !slices.Contains(rulesBefore, r) {
+			t.Errorf("host iptables rule added: %s", r)
+		}
+	}
+	if _, err := os.Stat(local.StateDir(name)); !os.IsNotExist(err) {
+		t.Errorf("state dir %s: %v", local.StateDir(name), err)
+	}
 }
 
 // A crashed supervisor leaves namespaces and processes: down removes them.
@@ -301,6 +356,7 @@ func TestDownAfterCrash(t *testing.T) {
 	netnstest.RequireRoot(t)
 	build(t)
 	name := clusterName(t, "c")
+	rulesBefore := hostRules(t)
 	up(t, name)
 	st := state(t, name)
 	syscall.Kill(st.Supervisor, syscall.SIGKILL)
@@ -311,22 +367,7 @@ func TestDownAfterCrash(t *testing.T) {
 		t.Fatal("expected leftovers after a crash")
 	}
 	mustAmbit(t, "down", "--name", name)
-	if ns := namespacesOf(name); len(ns) > 0 {
-		t.Errorf("namespaces left: %v", ns)
-	}
-	for _, p := range st.Pods {
-		if alive(p.Containers[0].PID) {
-			t.Errorf("pod process %d still alive", p.Containers[0].PID)
-		}
-	}
-	for _, n := range st.Nodes {
-		if alive(n.ZtunnelPID) {
-			t.Errorf("ztunnel %d still alive", n.ZtunnelPID)
-		}
-	}
-	if _, err := os.Stat(local.StateDir(name)); !os.IsNotExist(err) {
-		t.Errorf("state dir: %v", err)
-	}
+	assertGone(t, name, st, rulesBefore)
 }
 
 // Bad manifests fail before anything is created.

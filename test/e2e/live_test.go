@@ -399,5 +399,20 @@ func TestLiveEnrolment(t *testing.T) {
 		enrolled(t, true)
 		check(t, true)
 	})
+	t.Run("one pod out and back with ambit label pod", func(t *testing.T) {
+		t.Log(strings.TrimSpace(mustAmbit(t, "label", "--name", name, "-n", "demo", "pod", client.Name, "istio.io/dataplane-mode=none")))
+		for _, p := range state(t, name).Pods {
+			if p.Enrolled != (p.Name != client.Name) {
+				t.Errorf("pod %s enrolled %v", p.Name, p.Enrolled)
+			}
+		}
+		mark, _ := request(t)
+		if !capt.inClear(t, st, mark) {
+			t.Error("the client out of the mesh sent its request encrypted")
+		}
+		t.Log(strings.TrimSpace(mustAmbit(t, "label", "--name", name, "-n", "demo", "pod", client.Name, "istio.io/dataplane-mode-")))
+		enrolled(t, true)
+		check(t, true)
+	})
 	samePIDs(t, before, state(t, name))
 }

@@ -34,6 +34,10 @@
 // The node agent of each node is a redirect.Agent in the supervisor,
 // listening on NODE's socket in the state directory.
 //
+// Pods outside the mesh reach Service VIPs through their node, which DNATs
+// them to endpoints as kube-proxy would (svcproxy.go); pods in the mesh are
+// served by their ztunnel.
+//
 // A Gateway of class istio-waypoint becomes what the waypoint controller
 // makes on Kubernetes (see waypoint.go): a Deployment of waypoint pods, not
 // enrolled, running the waypoint binary with their node's credential, and
@@ -55,12 +59,19 @@
 // # State directory: /run/ambit/NAME
 //
 //	state.json            [State]: nodes, pods (IPs, pids, restarts), services
+//	control.sock          live changes: apply, delete, label (control.go, live.go)
 //	logs/NS_POD.log       output of the pod's containers (and restart notes)
 //	logs/ztunnel-NODE.log, logs/controlplane.log
 //	nodes/NODE/           agent.sock, token (the node's control-plane credential)
 //	pods/NS_POD.hosts     the pod's /etc/hosts
 //	ca/, root-cert.pem    the cluster's CA, created per run
 //	bin/                  ambit, ztunnel and waypoint, first in the pods' PATH
+//
+// # Live changes
+//
+// The supervisor keeps the manifests' objects as the desired configuration.
+// A change re-plans it keeping every pod's node and address and every
+// Service's VIP, then touches only what differs: see Cluster.reconfigure.
 //
 // [Down] stops the supervisor (SIGTERM; it tears down), kills the pids the
 // state lists and every process whose network namespace is one of the

@@ -56,6 +56,7 @@ func init() {
 	register(kindInfo{kind: model.KindServiceAccount, versions: []string{"v1"}, namespaced: true, name: dns1123Subdomain}, validateServiceAccount)
 	register(kindInfo{kind: model.KindService, versions: []string{"v1"}, namespaced: true, name: dns1035Label}, validateService)
 	register(kindInfo{kind: model.KindPod, versions: []string{"v1"}, namespaced: true, name: dns1123Subdomain}, validatePod)
+	register(kindInfo{kind: model.KindEndpointSlice, group: "discovery.k8s.io", versions: []string{"v1"}, namespaced: true, name: dns1123Subdomain}, validateEndpointSlice)
 	register(kindInfo{kind: model.KindDeployment, group: "apps", versions: []string{"v1"}, namespaced: true, name: dns1123Subdomain}, validateDeployment)
 
 	const gw = "gateway.networking.k8s.io"

@@ -505,7 +505,7 @@ func TestGolden(t *testing.T) {
 
 func TestSupportedKinds(t *testing.T) {
 	got := SupportedKinds()
-	if len(got) != 15 {
+	if len(got) != 16 {
 		t.Fatalf("got %d kinds: %v", len(got), got)
 	}
 	want := "VirtualService (networking.istio.io/v1, networking.istio.io/v1beta1, networking.istio.io/v1alpha3)"

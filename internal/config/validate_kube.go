@@ -7,12 +7,27 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 func validateNamespace(*corev1.Namespace, *errs) {}
+
+// validateEndpointSlice checks what the mesh reads: the address type and
+// that IP addresses are IPs.
+func validateEndpointSlice(es *discoveryv1.EndpointSlice, e *errs) {
+	checkEnum(newPath("addressType"), string(es.AddressType), []string{"IPv4", "IPv6", "FQDN"}, e)
+	if es.AddressType == discoveryv1.AddressTypeFQDN {
+		return
+	}
+	for i, ep := range es.Endpoints {
+		for j, a := range ep.Addresses {
+			checkIP(newPath("endpoints").at(i).child("addresses").at(j), a, e)
+		}
+	}
+}
 
 func validateServiceAccount(*corev1.ServiceAccount, *errs) {}
 

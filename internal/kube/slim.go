@@ -16,7 +16,7 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 // transform slims objects before the informer caches them, so a control
 // plane watching 100,000 pods holds what the model keeps of each, not the
 // full objects. Kinds the model slims itself (Namespaces, Nodes, Pods,
-// Services, ServiceAccounts) are slimmed the model's way, by storing them in
+// Services, ServiceAccounts, EndpointSlices) are slimmed the model's way, by storing them in
 // a scratch Snapshot and taking the slimmed copy back out — one definition
 // of what the mesh keeps; every object loses its managed fields and
 // kubectl's last-applied copy.
@@ -47,7 +47,7 @@ func transform(kind model.Kind) cache.TransformFunc {
 			m.SetAnnotations(kept)
 		}
 		switch kind {
-		case model.KindNamespace, model.KindNode, model.KindPod, model.KindService, model.KindServiceAccount:
+		case model.KindNamespace, model.KindNode, model.KindPod, model.KindService, model.KindServiceAccount, model.KindEndpointSlice:
 		default:
 			return obj, nil
 		}
@@ -70,6 +70,8 @@ func transform(kind model.Kind) cache.TransformFunc {
 			slim = scratch.Services[k]
 		case model.KindServiceAccount:
 			slim = scratch.ServiceAccounts[k]
+		case model.KindEndpointSlice:
+			slim = scratch.EndpointSlices[k]
 		}
 		scratch.Delete(ref)
 		return slim, nil

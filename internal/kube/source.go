@@ -247,6 +247,7 @@ func (s *Source) informers(resync time.Duration) []watched {
 		{model.KindNode, "v1/nodes", core.Core().V1().Nodes().Informer()},
 		{model.KindPod, "v1/pods", core.Core().V1().Pods().Informer()},
 		{model.KindService, "v1/services", core.Core().V1().Services().Informer()},
+		{model.KindEndpointSlice, "discovery.k8s.io/v1/endpointslices", core.Discovery().V1().EndpointSlices().Informer()},
 		{model.KindServiceAccount, "v1/serviceaccounts", core.Core().V1().ServiceAccounts().Informer()},
 		{model.KindGateway, "gateway.networking.k8s.io/v1/gateways", gw.Gateway().V1().Gateways().Informer()},
 		{model.KindHTTPRoute, "gateway.networking.k8s.io/v1/httproutes", gw.Gateway().V1().HTTPRoutes().Informer()},
@@ -280,7 +281,7 @@ func (s *Source) watch(ctx context.Context, wg *sync.WaitGroup, w watched, log *
 // versions Ambit watches it serves, as "group/version/resource" (core: "v1/resource").
 func servedResources(c *Clients) (map[string]bool, error) {
 	served := map[string]bool{}
-	for _, gv := range []string{"v1", "gateway.networking.k8s.io/v1", "security.istio.io/v1", "networking.istio.io/v1", "extensions.istio.io/v1alpha1"} {
+	for _, gv := range []string{"v1", "discovery.k8s.io/v1", "gateway.networking.k8s.io/v1", "security.istio.io/v1", "networking.istio.io/v1", "extensions.istio.io/v1alpha1"} {
 		list, err := c.Kube.Discovery().ServerResourcesForGroupVersion(gv)
 		if apierrors.IsNotFound(err) {
 			continue

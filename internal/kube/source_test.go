@@ -16,7 +16,9 @@ import (
 	istiosecurityv1 "istio.io/client-go/pkg/apis/security/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/ambit-mesh/ambit/internal/config"
@@ -184,6 +186,22 @@ func TestSourceMatchesFileSource(t *testing.T) {
 	c.InstallCRDs(t)
 	cl := c.Clients(t)
 	objs := exampleObjects(t)
+	// A Service without a selector whose EndpointSlice names a pod.
+	var member *corev1.Pod
+	for _, o := range objs {
+		if p, ok := o.(*corev1.Pod); ok && p.Namespace == "demo" {
+			member = p
+			break
+		}
+	}
+	http, port := "http", int32(8080)
+	objs = append(objs,
+		&corev1.Service{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}, ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "legacy"},
+			Spec: corev1.ServiceSpec{ClusterIP: "10.96.200.1", ClusterIPs: []string{"10.96.200.1"}, Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(8080)}}}},
+		&discoveryv1.EndpointSlice{TypeMeta: metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"},
+			ObjectMeta:  metav1.ObjectMeta{Namespace: "demo", Name: "legacy-1", Labels: map[string]string{discoveryv1.LabelServiceName: "legacy"}},
+			AddressType: discoveryv1.AddressTypeIPv4, Ports: []discoveryv1.EndpointPort{{Name: &http, Port: &port}},
+			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{member.Status.PodIP}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: member.Name}}}})
 	kubetest.Apply(t, cl, objs...)
 
 	mesh := model.DefaultMeshConfig()
@@ -206,6 +224,10 @@ func TestSourceMatchesFileSource(t *testing.T) {
 	if len(fromAPI.Workloads) < 5 || len(fromAPI.Services) < 3 || len(fromAPI.Waypoints) < 1 {
 		t.Fatalf("translation too small to prove anything: %d workloads, %d services, %d waypoints",
 			len(fromAPI.Workloads), len(fromAPI.Services), len(fromAPI.Waypoints))
+	}
+	legacy := fromAPI.Workloads[translate.WorkloadUID(mesh, member.Namespace, member.Name)].GetServices()["demo/legacy.demo.svc.cluster.local"]
+	if len(legacy.GetPorts()) != 1 || legacy.GetPorts()[0].GetTargetPort() != 8080 {
+		t.Errorf("the EndpointSlice's pod is not a member of the selectorless Service: %v", legacy)
 	}
 	if p := fromAPI.Problems; len(p) != len(fromFiles.Problems) {
 		t.Errorf("problems differ: files %v, API %v", fromFiles.Problems, p)

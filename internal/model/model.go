@@ -17,6 +17,7 @@ import (
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -29,6 +30,7 @@ const (
 	KindServiceAccount      Kind = "ServiceAccount"
 	KindService             Kind = "Service"
 	KindPod                 Kind = "Pod"
+	KindEndpointSlice       Kind = "EndpointSlice"
 	KindDeployment          Kind = "Deployment"
 	KindGateway             Kind = "Gateway"
 	KindHTTPRoute           Kind = "HTTPRoute"
@@ -82,11 +84,14 @@ func (k Key) String() string { return k.Namespace + "/" + k.Name }
 // Snapshot is immutable once handed to translation: sources build a new one
 // (or Clone and modify) for every change.
 type Snapshot struct {
-	Namespaces            map[string]*corev1.Namespace
-	Nodes                 map[string]*corev1.Node
-	ServiceAccounts       map[Key]*corev1.ServiceAccount
-	Services              map[Key]*corev1.Service
-	Pods                  map[Key]*corev1.Pod
+	Namespaces      map[string]*corev1.Namespace
+	Nodes           map[string]*corev1.Node
+	ServiceAccounts map[Key]*corev1.ServiceAccount
+	Services        map[Key]*corev1.Service
+	Pods            map[Key]*corev1.Pod
+	// EndpointSlices name the endpoints of Services without a selector
+	// (those with one get their members from pods' labels).
+	EndpointSlices        map[Key]*discoveryv1.EndpointSlice
 	Deployments           map[Key]*appsv1.Deployment
 	Gateways              map[Key]*gatewayv1.Gateway
 	HTTPRoutes            map[Key]*gatewayv1.HTTPRoute
@@ -110,6 +115,7 @@ func NewSnapshot() *Snapshot {
 		ServiceAccounts:       map[Key]*corev1.ServiceAccount{},
 		Services:              map[Key]*corev1.Service{},
 		Pods:                  map[Key]*corev1.Pod{},
+		EndpointSlices:        map[Key]*discoveryv1.EndpointSlice{},
 		Deployments:           map[Key]*appsv1.Deployment{},
 		Gateways:              map[Key]*gatewayv1.Gateway{},
 		HTTPRoutes:            map[Key]*gatewayv1.HTTPRoute{},
@@ -166,6 +172,8 @@ func (s *Snapshot) Put(obj any, origin Origin) error {
 		s.Services[k] = slimService(o)
 	case *corev1.Pod:
 		s.Pods[k] = slimPod(o)
+	case *discoveryv1.EndpointSlice:
+		s.EndpointSlices[k] = slimEndpointSlice(o)
 	case *appsv1.Deployment:
 		s.Deployments[k] = o
 	case *gatewayv1.Gateway:
@@ -205,6 +213,8 @@ func (s *Snapshot) Delete(ref Ref) {
 		delete(s.Services, k)
 	case KindPod:
 		delete(s.Pods, k)
+	case KindEndpointSlice:
+		delete(s.EndpointSlices, k)
 	case KindDeployment:
 		delete(s.Deployments, k)
 	case KindGateway:
@@ -237,6 +247,7 @@ func (s *Snapshot) Clone() *Snapshot {
 	copyMap(c.ServiceAccounts, s.ServiceAccounts)
 	copyMap(c.Services, s.Services)
 	copyMap(c.Pods, s.Pods)
+	copyMap(c.EndpointSlices, s.EndpointSlices)
 	copyMap(c.Deployments, s.Deployments)
 	copyMap(c.Gateways, s.Gateways)
 	copyMap(c.HTTPRoutes, s.HTTPRoutes)
@@ -309,6 +320,8 @@ func RefOf(obj any) (Ref, error) {
 		kind = KindService
 	case *corev1.Pod:
 		kind = KindPod
+	case *discoveryv1.EndpointSlice:
+		kind = KindEndpointSlice
 	case *appsv1.Deployment:
 		kind = KindDeployment
 	case *gatewayv1.Gateway:

@@ -2,6 +2,7 @@ package model
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -78,6 +79,16 @@ func slimPod(p *corev1.Pod) *corev1.Pod {
 		if c.Type == corev1.PodReady {
 			out.Status.Conditions = []corev1.PodCondition{{Type: c.Type, Status: c.Status}}
 		}
+	}
+	return out
+}
+
+// slimEndpointSlice keeps the ports and, per endpoint, the addresses, the
+// pod it is and whether it is ready.
+func slimEndpointSlice(es *discoveryv1.EndpointSlice) *discoveryv1.EndpointSlice {
+	out := &discoveryv1.EndpointSlice{TypeMeta: es.TypeMeta, ObjectMeta: slimMeta(es.ObjectMeta), AddressType: es.AddressType, Ports: es.Ports}
+	for _, ep := range es.Endpoints {
+		out.Endpoints = append(out.Endpoints, discoveryv1.Endpoint{Addresses: ep.Addresses, TargetRef: ep.TargetRef, Conditions: ep.Conditions})
 	}
 	return out
 }

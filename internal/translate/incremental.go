@@ -19,9 +19,9 @@ import (
 // object (a directory reload) simply gets no reuse.
 //
 // A pod's Workload depends on the pod, its node (locality), its namespace
-// (labels), the Services and selector AuthorizationPolicies of its namespace,
-// and mesh-wide the root namespace's policies and every Gateway (waypoint
-// binding). Those are compared per translation; anything else a Workload
+// (labels), the Services, EndpointSlices and selector AuthorizationPolicies
+// of its namespace, and mesh-wide the root namespace's policies and every
+// Gateway (waypoint binding). Those are compared per translation; anything else a Workload
 // reads must be added here.
 //
 // Translator is not safe for concurrent use; the messages it returns must
@@ -90,6 +90,9 @@ func (t *translator) namespaceDependencies() map[string][]any {
 		for _, k := range keys {
 			deps[ns] = append(deps[ns], k, t.snap.AuthorizationPolicies[k])
 		}
+	}
+	for _, k := range model.SortedKeys(t.snap.EndpointSlices) {
+		deps[k.Namespace] = append(deps[k.Namespace], k, t.snap.EndpointSlices[k])
 	}
 	return deps
 }

@@ -14,6 +14,13 @@ import (
 func TestTranslatorMatchesFreshTranslation(t *testing.T) {
 	base := parse(t, baseMesh+`---
 apiVersion: v1
+kind: Service
+metadata: {name: legacy, namespace: shop}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
 kind: Namespace
 metadata:
   name: other
@@ -34,6 +41,18 @@ status:
   podIP: 10.244.2.2
 `)
 	more := parse(t, `
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: legacy-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: legacy}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- addresses: [10.244.1.5]
+  targetRef: {kind: Pod, name: echo-v1-7d9f-abcde}
+---
 apiVersion: v1
 kind: Service
 metadata:
@@ -106,6 +125,9 @@ metadata:
 			return put(s, p)
 		}, false, true},
 		{"service added in namespace", func(s *model.Snapshot) *model.Snapshot { return put(s, more.Services[k("shop", "echo-v1")]) }, false, true},
+		{"endpoint slice in namespace", func(s *model.Snapshot) *model.Snapshot {
+			return put(s, more.EndpointSlices[k("shop", "legacy-1")])
+		}, false, true},
 		{"selector policy in namespace", func(s *model.Snapshot) *model.Snapshot {
 			return put(s, more.AuthorizationPolicies[k("shop", "only-echo")])
 		}, false, true},

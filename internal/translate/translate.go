@@ -95,6 +95,9 @@ type translator struct {
 	// servicesByLabel indexes Services by namespace and one "key=value" of
 	// their selector: a pod only needs to check Services sharing a label with it.
 	servicesByLabel map[string][]model.Key
+	// sliceServices lists, by pod, the selectorless Services whose
+	// EndpointSlices name the pod, with those slices.
+	sliceServices map[model.Key][]sliceMember
 	// policiesByNS lists selector-scoped AuthorizationPolicies by namespace.
 	policiesByNS map[string][]model.Key
 
@@ -112,6 +115,7 @@ func newTranslator(snap *model.Snapshot, mesh model.MeshConfig) *translator {
 		snap:            snap,
 		mesh:            mesh,
 		servicesByLabel: map[string][]model.Key{},
+		sliceServices:   map[model.Key][]sliceMember{},
 		policiesByNS:    map[string][]model.Key{},
 		reuse:           func(model.Key, *corev1.Pod) (cachedWorkload, bool) { return cachedWorkload{}, false },
 		remember:        func(model.Key, cachedWorkload) {},
@@ -135,6 +139,7 @@ func newTranslator(snap *model.Snapshot, mesh model.MeshConfig) *translator {
 	for _, keys := range t.servicesByLabel {
 		sortKeys(keys)
 	}
+	t.indexEndpointSlices()
 	for k, p := range snap.AuthorizationPolicies {
 		if len(p.Spec.GetSelector().GetMatchLabels()) > 0 && !hasTargetRefs(p) {
 			t.policiesByNS[k.Namespace] = append(t.policiesByNS[k.Namespace], k)

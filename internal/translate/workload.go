@@ -72,7 +72,7 @@ func (t *translator) workload(k model.Key, pod *corev1.Pod) *meshv1.Workload {
 		w.TunnelProtocol = meshv1.TunnelProtocol_HBONE
 		w.Waypoint = t.useWaypoint(ref, pod.Labels, waypointForWorkload)
 	}
-	w.Services = t.servicesOf(pod)
+	w.Services = t.sliceServicesOf(k, t.servicesOf(pod))
 	return w
 }
 

@@ -96,6 +96,12 @@ unless -n or -A (all namespaces) is given.`,
 			tw := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
 			defer tw.Flush()
 			age := time.Since(st.StartedAt).Round(time.Second).String()
+			ageOf := func(created time.Time) string {
+				if created.IsZero() {
+					return age
+				}
+				return time.Since(created).Round(time.Second).String()
+			}
 			switch kind {
 			case "nodes":
 				fmt.Fprint(tw, "NAME\tSTATUS\tZONE\tIP\tPOD-CIDR\tAGE")
@@ -140,7 +146,7 @@ unless -n or -A (all namespaces) is given.`,
 					if running < len(p.Containers) {
 						status = "Pending"
 					}
-					fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%d\t%s", p.Name, running, len(p.Containers), status, restarts, age)
+					fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%d\t%s", p.Name, running, len(p.Containers), status, restarts, ageOf(p.Created))
 					if wide {
 						mesh := "-"
 						if p.Enrolled {
@@ -159,7 +165,7 @@ unless -n or -A (all namespaces) is given.`,
 					if namespace == "" {
 						fmt.Fprintf(tw, "%s\t", s.Namespace)
 					}
-					fmt.Fprintf(tw, "%s\tClusterIP\t%s\t%s\t%s\n", s.Name, s.ClusterIP, strings.Join(s.Ports, ","), age)
+					fmt.Fprintf(tw, "%s\tClusterIP\t%s\t%s\t%s\n", s.Name, s.ClusterIP, strings.Join(s.Ports, ","), ageOf(s.Created))
 				}
 			}
 			return nil

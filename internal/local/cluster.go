@@ -57,8 +57,10 @@ type Cluster struct {
 	stateMu sync.Mutex
 	prep    *Prepared
 	pods    map[string]*podRT // ns/name
-	state   State
-	closed  sync.Once
+	// svcCreated is when each Service (ns/name=VIP) appeared.
+	svcCreated map[string]time.Time
+	state      State
+	closed     sync.Once
 }
 
 func podKey(p *corev1.Pod) string { return p.Namespace + "/" + p.Name }
@@ -105,7 +107,7 @@ func Start(ctx context.Context, prep *Prepared, opts Options) (c *Cluster, err e
 	}
 	c = &Cluster{name: name, dir: StateDir(name), prep: prep, opts: opts,
 		nodeNS: map[string]*netns.NS{}, agents: map[string]*redirect.Agent{},
-		zprocs: map[string]*proc{}, pods: map[string]*podRT{}}
+		zprocs: map[string]*proc{}, pods: map[string]*podRT{}, svcCreated: map[string]time.Time{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -211,7 +213,11 @@ func (c *Cluster) refreshState() {
 	}
 	c.state.Services = c.state.Services[:0]
 	for _, s := range c.prep.Plan.Services {
-		ss := ServiceState{Namespace: s.Namespace, Name: s.Name, ClusterIP: s.Spec.ClusterIP}
+		k := s.Namespace + "/" + s.Name + "=" + s.Spec.ClusterIP
+		if c.svcCreated[k].IsZero() {
+			c.svcCreated[k] = time.Now().UTC()
+		}
+		ss := ServiceState{Namespace: s.Namespace, Name: s.Name, ClusterIP: s.Spec.ClusterIP, Created: c.svcCreated[k]}
 		for _, port := range s.Spec.Ports {
 			ss.Ports = append(ss.Ports, fmt.Sprintf("%d/%s", port.Port, orDefault(string(port.Protocol), "TCP")))
 		}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestBroadcast(t *testing.T) {
@@ -63,7 +64,7 @@ func TestPrepareKeepsBarePodCommands(t *testing.T) {
 
 func TestHostsFileAndState(t *testing.T) {
 	p := prepareQuickstart(t)
-	c := &Cluster{name: "t", dir: StateDir("t"), prep: p, opts: Options{Supervisor: 1}, pods: map[string]*podRT{}}
+	c := &Cluster{name: "t", dir: StateDir("t"), prep: p, opts: Options{Supervisor: 1}, pods: map[string]*podRT{}, svcCreated: map[string]time.Time{}}
 	c.initState()
 	if c.state.ControlPlane != "10.244.255.254:15012" {
 		t.Errorf("control plane at %s", c.state.ControlPlane)

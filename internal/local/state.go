@@ -83,6 +83,7 @@ type PodState struct {
 	Log        string           `json:"log"`
 	Env        []string         `json:"env,omitempty"`
 	Containers []ContainerState `json:"containers"`
+	Created    time.Time        `json:"created"`
 }
 
 // ContainerState is one container's process.
@@ -94,10 +95,11 @@ type ContainerState struct {
 
 // ServiceState is one Service.
 type ServiceState struct {
-	Namespace string   `json:"namespace"`
-	Name      string   `json:"name"`
-	ClusterIP string   `json:"clusterIP"`
-	Ports     []string `json:"ports"`
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+	ClusterIP string    `json:"clusterIP"`
+	Ports     []string  `json:"ports"`
+	Created   time.Time `json:"created"`
 }
 
 // ErrNotRunning is returned by LoadState when the cluster has no state.

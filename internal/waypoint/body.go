@@ -130,3 +130,50 @@ func (c *countingBody) Read(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// memBody is a request body read into memory, sent by the synchronous
+// client (which rewinds it to send it again on a fresh connection).
+type memBody struct {
+	b   []byte
+	off int
+}
+
+func (m *memBody) Read(p []byte) (int, error) {
+	if m.off >= len(m.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[m.off:])
+	m.off += n
+	return n, nil
+}
+
+// WriteTo writes what is left in one call (io.Copy prefers it).
+func (m *memBody) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write(m.b[m.off:])
+	m.off += n
+	return int64(n), err
+}
+
+func (m *memBody) Close() error { return nil }
+func (m *memBody) rewind()      { m.off = 0 }
+
+// Bodies read into memory take their buffer from a pool when small (the
+// common case: a few KiB at most).
+const pooledBodyBytes = 4 << 10
+
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, pooledBodyBytes); return &b }}
+
+func getBodyBuf(n int) []byte {
+	if n > pooledBodyBytes {
+		return make([]byte, n)
+	}
+	return (*bodyBufs.Get().(*[]byte))[:n]
+}
+
+// putBodyBuf returns a buffer of getBodyBuf once nothing uses it.
+func putBodyBuf(b []byte) {
+	if cap(b) == pooledBodyBytes {
+		b = b[:cap(b)]
+		bodyBufs.Put(&b)
+	}
+}

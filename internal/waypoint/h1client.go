@@ -152,9 +152,14 @@ func (h *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !c.reused || attempt > 0 || !errors.Is(err, errStale) || req.Context().Err() != nil {
 			return nil, err
 		}
-		if req.GetBody != nil {
-			if req.Body, err = req.GetBody(); err != nil {
-				return nil, err
+		switch b := req.Body.(type) {
+		case *memBody:
+			b.rewind()
+		default:
+			if req.GetBody != nil {
+				if req.Body, err = req.GetBody(); err != nil {
+					return nil, err
+				}
 			}
 		}
 	}

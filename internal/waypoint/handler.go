@@ -40,9 +40,16 @@ type exchange struct {
 	status   int
 	grpc     string
 	flags    string
-	reqBody  func() int64
+	reqBody  func() int64 // bytes of a streamed body read so far
+	bodyN    int64        // else: of the body read into memory
 	respN    int64
 	grpcReq  bool
+
+	// The upstream request of an attempt sent with the synchronous client
+	// (nothing holds it past the attempt).
+	out    http.Request
+	outURL url.URL
+	body   memBody
 }
 
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
@@ -378,14 +385,20 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 	// headers and body apart, and trivially sent again for retries and
 	// mirrors. Others stream, tapped when they may be sent again.
 	var whole []byte
+	var useH2 bool
 	var tap *bodyTap
 	var counted *countingBody
 	hasBody := r.Body != nil && r.Body != http.NoBody
 	switch {
 	case hasBody && r.ContentLength > 0 && r.ContentLength <= int64(x.p.limits.BufferBytes) && r.Header.Get("Expect") == "":
-		whole = make([]byte, r.ContentLength)
+		whole = getBodyBuf(int(r.ContentLength))
+		defer func() {
+			if !useH2 { // HTTP/2 may still be sending it
+				putBodyBuf(whole)
+			}
+		}()
 		n, err := io.ReadFull(r.Body, whole)
-		x.reqBody = func() int64 { return int64(n) }
+		x.bodyN = int64(n)
 		if err != nil {
 			x.status, x.flags = 499, "DC" // the client went away mid-body
 			return
@@ -398,7 +411,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		x.reqBody = counted.n.Load
 	}
 
-	useH2 := !upgrade && (r.ProtoMajor == 2 || (sp != nil && (sp.GetAppProtocol() == meshv1.AppProtocol_HTTP2 || sp.GetAppProtocol() == meshv1.AppProtocol_GRPC)))
+	useH2 = !upgrade && (r.ProtoMajor == 2 || (sp != nil && (sp.GetAppProtocol() == meshv1.AppProtocol_HTTP2 || sp.GetAppProtocol() == meshv1.AppProtocol_GRPC)))
 	var transport http.RoundTripper = x.p.h1
 	switch {
 	case useH2:
@@ -463,13 +476,20 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 			st.active.Add(1)
 		}
 		x.endpoint, x.upstream = e, target
-		out := &http.Request{
-			Method: r.Method,
-			URL:    &url.URL{Scheme: "http", Host: x.p.upstreamHost(target, x.t.src), Path: path, RawPath: rawPath, RawQuery: r.URL.RawQuery},
-			Proto:  "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		out, u := &x.out, &x.outURL
+		if transport != x.p.h1fast {
+			out, u = new(http.Request), new(url.URL)
+		}
+		*u = url.URL{Scheme: "http", Host: x.p.upstreamHost(target, x.t.src), Path: path, RawPath: rawPath, RawQuery: r.URL.RawQuery}
+		*out = http.Request{
+			Method: r.Method, URL: u,
+			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 			Header: r.Header, Host: host, ContentLength: r.ContentLength, Trailer: r.Trailer,
 		}
 		switch {
+		case whole != nil && transport == x.p.h1fast:
+			x.body = memBody{b: whole}
+			out.Body = &x.body
 		case whole != nil:
 			out.Body = io.NopCloser(bytes.NewReader(whole))
 			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(whole)), nil }
@@ -482,10 +502,11 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		// timeout; a context that can never end is not passed at all
 		// (WithContext copies the request).
 		actx, acancel := ctx, noCancel
-		var timedOut atomic.Bool
+		timedOut := &notTimedOut
 		var timer *time.Timer
 		if perTry > 0 {
 			actx, acancel = context.WithCancel(ctx)
+			timedOut = new(atomic.Bool)
 			timer = time.AfterFunc(perTry, func() { timedOut.Store(true); acancel() })
 		}
 		if actx.Done() != nil {
@@ -555,6 +576,9 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 }
 
 func noCancel() {}
+
+// notTimedOut stands for the timeout flag of attempts without a timer.
+var notTimedOut atomic.Bool
 
 func errString(err error) string {
 	if err == nil {
@@ -840,7 +864,7 @@ func (x *exchange) finish() {
 		x.status = http.StatusOK
 	}
 	d := time.Since(x.start)
-	var reqBody int64
+	reqBody := x.bodyN
 	if x.reqBody != nil {
 		reqBody = x.reqBody()
 	}

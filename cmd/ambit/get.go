@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/ambit-mesh/ambit/internal/cli"
 	"github.com/ambit-mesh/ambit/internal/local"
 )
@@ -20,15 +22,17 @@ func getCommand() *cli.Command {
 		fs.StringVar(&name, "name", "ambit", "cluster name")
 		fs.StringVar(&namespace, "n", "", "namespace (default \"default\")")
 		fs.BoolVar(&all, "A", false, "all namespaces")
-		fs.StringVar(&output, "o", "", "output format: wide or json")
+		fs.StringVar(&output, "o", "", "output format: wide, json or yaml")
 	}}
 	return &cli.Command{
 		Name:  "get",
-		Usage: "nodes|pods|services [--name NAME] [-n NAMESPACE | -A] [-o wide|json]",
-		Short: "List the nodes, pods or services of a local cluster",
-		Long: `List the nodes, pods or services of the local cluster NAME, from its state
-in /run/ambit/NAME. Pods and services are those of namespace "default"
-unless -n or -A (all namespaces) is given.`,
+		Usage: "nodes|pods|services|workloads [--name NAME] [-n NAMESPACE | -A] [-o wide|json|yaml]",
+		Short: "List the nodes, pods, services or workloads of a local cluster",
+		Long: `List the nodes, pods, services or workloads of the local cluster NAME, from
+its state in /run/ambit/NAME. Workloads are the pods as the mesh sees them:
+identity, node and zone, and whether their traffic goes through their
+ztunnel (HBONE) or not (TCP). Pods, services and workloads are those of
+namespace "default" unless -n or -A (all namespaces) is given.`,
 		Flags: lf.Flags,
 		Run: func(ctx context.Context, args []string) error {
 			args, _, err := lf.interspersed(args)
@@ -36,7 +40,7 @@ unless -n or -A (all namespaces) is given.`,
 				return cli.Usagef("%v", err)
 			}
 			if len(args) != 1 {
-				return cli.Usagef("want one of nodes, pods, services")
+				return cli.Usagef("want one of nodes, pods, services, workloads")
 			}
 			kind := args[0]
 			switch kind {
@@ -46,11 +50,13 @@ unless -n or -A (all namespaces) is given.`,
 				kind = "pods"
 			case "service", "services", "svc":
 				kind = "services"
+			case "workload", "workloads", "wl":
+				kind = "workloads"
 			default:
-				return cli.Usagef("unknown resource %q: want nodes, pods or services", kind)
+				return cli.Usagef("unknown resource %q: want nodes, pods, services or workloads", kind)
 			}
-			if output != "" && output != "wide" && output != "json" {
-				return cli.Usagef("-o %s: want wide or json", output)
+			if output != "" && output != "wide" && output != "json" && output != "yaml" {
+				return cli.Usagef("-o %s: want wide, json or yaml", output)
 			}
 			if namespace == "" && !all {
 				namespace = "default"
@@ -67,7 +73,7 @@ unless -n or -A (all namespaces) is given.`,
 			switch kind {
 			case "nodes":
 				items = st.Nodes
-			case "pods":
+			case "pods", "workloads":
 				pods := []local.PodState{}
 				for _, p := range st.Pods {
 					if namespace == "" || p.Namespace == namespace {
@@ -84,12 +90,20 @@ unless -n or -A (all namespaces) is given.`,
 				}
 				items = svcs
 			}
-			if output == "json" {
+			switch output {
+			case "json":
 				b, err := json.MarshalIndent(map[string]any{"kind": kind, "items": items}, "", "  ")
 				if err != nil {
 					return err
 				}
 				fmt.Fprintln(out, string(b))
+				return nil
+			case "yaml":
+				b, err := yaml.Marshal(map[string]any{"kind": kind, "items": items})
+				if err != nil {
+					return err
+				}
+				fmt.Fprint(out, string(b))
 				return nil
 			}
 			wide := output == "wide"
@@ -155,6 +169,31 @@ unless -n or -A (all namespaces) is given.`,
 						fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s", p.IP, p.Node, mesh, strings.Join(pids, ","))
 					}
 					fmt.Fprintln(tw)
+				}
+			case "workloads":
+				zone := map[string]string{}
+				for _, n := range st.Nodes {
+					zone[n.Name] = n.Zone
+				}
+				if namespace == "" {
+					fmt.Fprint(tw, "NAMESPACE\t")
+				}
+				fmt.Fprintln(tw, "NAME\tWORKLOAD\tNODE\tZONE\tIP\tPROTOCOL\tIDENTITY")
+				for _, p := range items.([]local.PodState) {
+					if namespace == "" {
+						fmt.Fprintf(tw, "%s\t", p.Namespace)
+					}
+					proto, workload := "TCP", p.Name
+					if p.Enrolled || p.Waypoint != "" { // a waypoint terminates HBONE itself
+						proto = "HBONE"
+					}
+					if p.Deployment != "" {
+						workload = p.Deployment
+					}
+					if p.Waypoint != "" {
+						workload = "waypoint " + p.Waypoint
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\tspiffe://cluster.local/ns/%s/sa/%s\n", p.Name, workload, p.Node, zone[p.Node], p.IP, proto, p.Namespace, p.ServiceAccount)
 				}
 			case "services":
 				if namespace == "" {

@@ -33,7 +33,11 @@ func (c *Cluster) newPodRT(pod *corev1.Pod) *podRT {
 	ps := PodState{Namespace: pod.Namespace, Name: pod.Name, Deployment: pod.Labels[labelOwner], Node: pod.Spec.NodeName,
 		IP: pod.Status.PodIP, NetNS: podNSName(c.name, pod.Namespace, pod.Name),
 		HostsFile: filepath.Join(c.dir, "pods", pod.Namespace+"_"+pod.Name+".hosts"),
-		Log:       filepath.Join(c.dir, "logs", pod.Namespace+"_"+pod.Name+".log"), Created: time.Now().UTC()}
+		Log:       filepath.Join(c.dir, "logs", pod.Namespace+"_"+pod.Name+".log"), Created: time.Now().UTC(),
+		ServiceAccount: serviceAccountOf(pod)}
+	if isWaypointPod(pod) {
+		ps.Waypoint = pod.Namespace + "/" + pod.Labels[gatewayNameLabel]
+	}
 	if len(pod.Spec.Containers) > 0 {
 		ps.Env = c.containerEnv(pod, &pod.Spec.Containers[0])
 	}

@@ -72,9 +72,13 @@ type NodeState struct {
 
 // PodState is one pod.
 type PodState struct {
-	Namespace  string           `json:"namespace"`
-	Name       string           `json:"name"`
-	Deployment string           `json:"deployment,omitempty"`
+	Namespace  string `json:"namespace"`
+	Name       string `json:"name"`
+	Deployment string `json:"deployment,omitempty"`
+	// ServiceAccount names the pod's identity (spiffe://TD/ns/NS/sa/SA).
+	ServiceAccount string `json:"serviceAccount"`
+	// Waypoint is the Gateway (ns/name) this pod is an instance of.
+	Waypoint   string           `json:"waypoint,omitempty"`
 	Node       string           `json:"node"`
 	IP         string           `json:"ip"`
 	NetNS      string           `json:"netns"`

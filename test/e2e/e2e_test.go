@@ -174,6 +174,9 @@ func TestQuickstart(t *testing.T) {
 				t.Errorf("pod %+v: want a node, an IP, enrolled, a running container", p)
 			}
 		}
+		if out := mustAmbit(t, "get", "workloads", "--name", name, "-n", "demo"); !strings.Contains(out, "spiffe://cluster.local/ns/demo/sa/echo") || !strings.Contains(out, "HBONE") {
+			t.Errorf("ambit get workloads:\n%s", out)
+		}
 		for _, what := range []string{"nodes", "services"} {
 			out := mustAmbit(t, "get", what, "-A", "--name", name, "-o", "wide")
 			if !strings.Contains(out, "NAME") || len(strings.Split(strings.TrimSpace(out), "\n")) < 2 {

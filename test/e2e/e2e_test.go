@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 }
 
 // build compiles ambit, ztunnel and waypoint into a temporary directory once.
-func build(t *testing.T) string {
+func build(t testing.TB) string {
 	t.Helper()
 	if bins.ambit != "" {
 		return bins.ambit
@@ -59,7 +59,7 @@ func build(t *testing.T) string {
 	return bins.ambit
 }
 
-func ambit(t *testing.T, args ...string) (string, error) {
+func ambit(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(bins.ambit, args...)
 	cmd.Dir = "../.."
@@ -76,7 +76,7 @@ func mustAmbit(t *testing.T, args ...string) string {
 	return out
 }
 
-func clusterName(t *testing.T, suffix string) string {
+func clusterName(t testing.TB, suffix string) string {
 	return fmt.Sprintf("e2e%d%s", os.Getpid()%100000, suffix)
 }
 

@@ -93,6 +93,14 @@ func TestPluginProtocol(t *testing.T) {
 		t.Errorf("DEL without a node agent: %v", err)
 	}
 
+	// STATUS (CNI 1.1) without a node agent: "plugin not available" (50),
+	// so the runtime holds off creating pods on this node.
+	status := []byte(`{"cniVersion":"1.1.0","name":"k8s-pod-network","type":"ambit-cni","agentSocket":"` + missingAgent + `"}`)
+	err = invoke.ExecPluginWithoutResult(ctx, plugin, status, &invoke.Args{Command: "STATUS", Path: binDir}, exec)
+	if e, ok := err.(*types.Error); !ok || e.Code != 50 || !strings.Contains(e.Msg, "node agent not available") {
+		t.Errorf("STATUS without a node agent: %v", err)
+	}
+
 	// Errors a runtime reports to the user, each saying what is wrong.
 	for _, tc := range []struct {
 		name, cmd, cniArgs string

@@ -310,7 +310,7 @@ type plainHop struct {
 	addr  string // the waypoint's listener
 }
 
-func startPlainHop(tb testing.TB, backend http.Handler) *plainHop {
+func startPlainHop(tb testing.TB, backend http.Handler, lim Limits) *plainHop {
 	tb.Helper()
 	authority, err := ca.New(ca.Options{TrustDomain: "cluster.local"})
 	if err != nil {
@@ -345,7 +345,7 @@ func startPlainHop(tb testing.TB, backend http.Handler) *plainHop {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p, err := New(Options{Identity: benchWaypoint, Store: store, Certificates: certs})
+	p, err := New(Options{Identity: benchWaypoint, Store: store, Certificates: certs, Limits: lim})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -368,7 +368,7 @@ func BenchmarkPlainHop(b *testing.B) {
 	hop := startPlainHop(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		w.Write(b)
-	}))
+	}), Limits{})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	url := "http://" + hop.addr + "/echo"
 	body := strings.Repeat("x", 1024)

@@ -45,10 +45,30 @@ type h1Server struct {
 	vals   []string
 	tmpl   *http.Request // carries the connection's context
 	req    http.Request
-	body   fixedBody
 	w      h1Writer
 	remote string
-	idle   atomic.Bool
+
+	// The request body, read before the handler runs: in the reader's
+	// buffer (discard bytes of it) or in a buffer of its own.
+	body    memBody
+	discard int
+	bodyBuf []byte
+
+	// What the connection is doing since when (h1Conns.clock), for the
+	// janitor's timeouts.
+	phase atomic.Int32
+	since atomic.Int64
+}
+
+const (
+	phaseIdle    = iota + 1 // waiting for a request
+	phaseReading            // reading a request head and body
+	phaseServing            // the handler runs
+)
+
+func (sc *h1Server) setPhase(ph int32) {
+	sc.since.Store(sc.p.h1conns.clock.Load())
+	sc.phase.Store(ph)
 }
 
 var h1Pool = sync.Pool{New: func() any {
@@ -58,12 +78,57 @@ var h1Pool = sync.Pool{New: func() any {
 	return sc
 }}
 
-// h1Conns tracks the connections the loop serves, for Shutdown and Close.
+// h1Conns tracks the connections the loop serves, for Shutdown and Close,
+// and enforces the idle and read-header timeouts. A janitor does, from a
+// clock it advances each tick: setting read deadlines costs two timer
+// updates and clock readings per request.
 type h1Conns struct {
 	mu       sync.Mutex
 	m        map[*h1Server]struct{}
 	draining atomic.Bool
 	closed   bool
+	clock    atomic.Int64 // UnixNano as of the janitor's last tick
+	stop     chan struct{}
+}
+
+// start runs the janitor until close.
+func (c *h1Conns) start(idle, readHeader time.Duration) {
+	tick := min(max(min(idle, readHeader)/4, 5*time.Millisecond), time.Second)
+	c.clock.Store(time.Now().UnixNano())
+	c.stop = make(chan struct{})
+	go func() {
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.stop:
+				return
+			case now := <-t.C:
+				c.expire(now.UnixNano(), idle+tick, readHeader+tick)
+			}
+		}
+	}()
+}
+
+// expire closes the connections idle or reading a request for too long
+// (the limits allow for phases timed from the previous tick).
+func (c *h1Conns) expire(now int64, idle, readHeader time.Duration) {
+	c.clock.Store(now)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for sc := range c.m {
+		limit := idle
+		switch sc.phase.Load() {
+		case phaseIdle:
+		case phaseReading:
+			limit = readHeader
+		default:
+			continue
+		}
+		if now-sc.since.Load() > int64(limit) {
+			sc.s.Close()
+		}
+	}
 }
 
 func (c *h1Conns) add(sc *h1Server) bool {
@@ -92,7 +157,7 @@ func (c *h1Conns) drain() int {
 	defer c.mu.Unlock()
 	c.draining.Store(true)
 	for sc := range c.m {
-		if sc.idle.Load() {
+		if sc.phase.Load() == phaseIdle {
 			sc.s.Close()
 		}
 	}
@@ -106,6 +171,9 @@ func (c *h1Conns) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.draining.Store(true)
+	if !c.closed && c.stop != nil {
+		close(c.stop)
+	}
 	c.closed = true
 	for sc := range c.m {
 		sc.s.Close()
@@ -155,7 +223,6 @@ func (p *Proxy) serveHTTP1(ctx context.Context, t *tunnel, s stream, prefix []by
 	}
 	sc.release()
 	if handoff {
-		s.SetReadDeadline(time.Time{})
 		c := newTunnelConn(s, t, rest)
 		if !p.ln.push(ctx, c) {
 			s.Close()
@@ -194,19 +261,17 @@ func (sc *h1Server) loop() (handoff bool) {
 	for {
 		sc.head = sc.head[:0]
 		if sc.br.Buffered() == 0 {
-			sc.idle.Store(true)
+			sc.setPhase(phaseIdle)
 			if p.h1conns.isDraining() {
 				sc.s.Close()
 				return false
 			}
-			sc.s.SetReadDeadline(time.Now().Add(lim.IdleTimeout))
 			if _, err := sc.br.Peek(1); err != nil {
 				sc.s.Close()
 				return false
 			}
-			sc.idle.Store(false)
 		}
-		sc.s.SetReadDeadline(time.Now().Add(lim.ReadHeaderTimeout))
+		sc.setPhase(phaseReading)
 		complete, err := sc.readHead(lim.MaxHeaderBytes)
 		if err != nil {
 			sc.s.Close()
@@ -215,6 +280,11 @@ func (sc *h1Server) loop() (handoff bool) {
 		if !complete || !sc.parse() {
 			return true
 		}
+		if sc.req.ContentLength > 0 && !sc.readBody(int(sc.req.ContentLength)) {
+			sc.s.Close()
+			return false
+		}
+		sc.setPhase(phaseServing)
 		if !sc.serve() {
 			return false
 		}
@@ -313,11 +383,29 @@ func (sc *h1Server) parse() bool {
 	r.Method, r.URL, r.RequestURI = method, u, target
 	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, 1
 	r.Header, r.Host, r.RemoteAddr, r.Close = h, host, sc.remote, closeConn
-	r.Body, r.ContentLength = http.NoBody, 0
-	if cl > 0 {
-		sc.body = fixedBody{br: sc.br, n: cl}
-		r.Body, r.ContentLength = &sc.body, cl
+	r.Body, r.ContentLength = http.NoBody, max(cl, 0)
+	return true
+}
+
+// readBody reads a request body of declared length (at most the retry
+// buffer, parse made sure): left in the reader's buffer when it fits, as
+// the handler reads it before the connection is read again.
+func (sc *h1Server) readBody(n int) bool {
+	if n <= sc.br.Size() {
+		b, err := sc.br.Peek(n)
+		if err != nil {
+			return false
+		}
+		sc.body, sc.discard = memBody{b: b}, n
+	} else {
+		b := getBodyBuf(n)
+		if _, err := io.ReadFull(sc.br, b); err != nil {
+			putBodyBuf(b)
+			return false
+		}
+		sc.body, sc.bodyBuf = memBody{b: b}, b
 	}
+	sc.req.Body = &sc.body
 	return true
 }
 
@@ -348,14 +436,13 @@ func (sc *h1Server) serve() bool {
 		return false
 	}
 	keep := w.finish()
-	// What the handler left of the request body is read past, as net/http
-	// does, so the next request starts where it should.
-	if sc.body.n > 0 {
-		if _, err := sc.br.Discard(int(sc.body.n)); err != nil {
-			keep = false
-		}
+	if sc.discard > 0 {
+		sc.br.Discard(sc.discard) // the body, buffered
 	}
-	sc.body = fixedBody{}
+	if sc.bodyBuf != nil {
+		putBodyBuf(sc.bodyBuf)
+	}
+	sc.body, sc.discard, sc.bodyBuf = memBody{}, 0, nil
 	if !keep {
 		sc.s.Close()
 	}

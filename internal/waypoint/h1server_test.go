@@ -82,7 +82,7 @@ func TestHTTP1Server(t *testing.T) {
 			w.Header().Set("X-Got", r.Method+" "+r.Host+" "+r.Header.Get("X-Forwarded-Proto"))
 			w.Write(body)
 		}
-	}))
+	}), Limits{})
 	const host = "Host: echo.shop\r\n"
 
 	t.Run("keep-alive with bodies of declared length", func(t *testing.T) {
@@ -227,4 +227,38 @@ func TestHTTP1Server(t *testing.T) {
 			t.Fatal("Shutdown did not finish cleanly")
 		}
 	})
+}
+
+// Slow or idle clients are cut off: a head that takes longer than
+// ReadHeaderTimeout, a connection idle longer than IdleTimeout.
+func TestHTTP1Timeouts(t *testing.T) {
+	hop := startPlainHop(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+	}), Limits{ReadHeaderTimeout: 100 * time.Millisecond, IdleTimeout: 300 * time.Millisecond})
+	for name, raw := range map[string]string{
+		"head never finished": "GET /echo HTTP/1.1\r\nHost: echo.shop\r\nX-Slow: ",
+		"body never finished": "POST /echo HTTP/1.1\r\nHost: echo.shop\r\nContent-Length: 10\r\n\r\nabc",
+	} {
+		rc := dialRaw(t, hop.addr)
+		start := time.Now()
+		rc.send(raw)
+		if !rc.closed() {
+			t.Fatalf("%s: connection not closed", name)
+		}
+		if d := time.Since(start); d < 100*time.Millisecond {
+			t.Fatalf("%s: closed after %v, before the timeout", name, d)
+		}
+	}
+	rc := dialRaw(t, hop.addr)
+	rc.send("GET /echo HTTP/1.1\r\nHost: echo.shop\r\n\r\n")
+	if resp, _ := rc.read("GET"); resp.StatusCode != 200 {
+		t.Fatalf("%d", resp.StatusCode)
+	}
+	start := time.Now()
+	if !rc.closed() {
+		t.Fatal("idle connection not closed")
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Fatalf("idle connection closed after %v, before the timeout", d)
+	}
 }

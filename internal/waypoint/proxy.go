@@ -178,6 +178,7 @@ func New(opts Options) (*Proxy, error) {
 	p.h1 = p.transport(false)
 	p.h2 = p.transport(true)
 	p.h1fast = newH1Client(p.dialUpstream, 90*time.Second)
+	p.h1conns.start(p.limits.IdleTimeout, p.limits.ReadHeaderTimeout)
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); p.http.Serve(p.ln) }()
 	return p, nil

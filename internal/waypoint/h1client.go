@@ -105,9 +105,11 @@ func (h *h1Client) Close() {
 	}
 }
 
-func (h *h1Client) get(ctx context.Context, key string) (*h1Conn, error) {
+// get returns an idle connection to key, else a new one; fresh: always a
+// new one.
+func (h *h1Client) get(ctx context.Context, key string, fresh bool) (*h1Conn, error) {
 	h.mu.Lock()
-	if cs := h.idle[key]; len(cs) > 0 {
+	if cs := h.idle[key]; len(cs) > 0 && !fresh {
 		c := cs[len(cs)-1]
 		h.idle[key] = cs[:len(cs)-1]
 		h.mu.Unlock()
@@ -137,10 +139,11 @@ func (h *h1Client) put(c *h1Conn) {
 // RoundTrip sends req (body nil, or in memory with GetBody set) and returns
 // the response; its body must be closed. A request that fails on a reused
 // connection before any answer (the server closed it while idle) is sent
-// once more on a new one.
+// once more on a newly dialled one — not another idle one: when a backend
+// restarts, every idle connection to it is stale at once.
 func (h *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
-		c, err := h.get(req.Context(), req.URL.Host)
+		c, err := h.get(req.Context(), req.URL.Host, attempt > 0)
 		if err != nil {
 			return nil, err
 		}

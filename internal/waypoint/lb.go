@@ -343,7 +343,7 @@ func (c *cluster) endpoints(eps []*state.Endpoint) []*state.Endpoint {
 // endpoints and exclude (the endpoint a retried attempt failed on) while
 // any other remains. hash is the consistent-hash key (used when hasHash).
 //
-// With the default policy (least request) and a first attempt, loc (the
+// With the default policy (least request), loc (the
 // destination Service and port, the client's workload, a pinned zone) goes
 // to the chooser the ztunnel uses (internal/lb): the Service's locality
 // preference (trafficDistribution, or the DestinationRule's
@@ -355,7 +355,7 @@ func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, h
 	if n == 0 {
 		return nil
 	}
-	if loc != nil && exclude == nil {
+	if loc != nil {
 		r := *loc
 		r.Endpoints = eps
 		r.Health = c.health
@@ -372,6 +372,11 @@ func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, h
 			lc := lb.LocalityChooser{}
 			if c.tp.lb == lbLeastRequest {
 				lc.Scorer = c
+			}
+			if exclude != nil {
+				// A retry: another endpoint of the same tier (or pinned
+				// zone) if there is one, else the next tier.
+				lc.Ejector = excludeOne{exclude}
 			}
 			if i := lc.Choose(r); i >= 0 && i < n {
 				return eps[i]
@@ -421,6 +426,11 @@ func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, h
 func (c *cluster) Score(e *state.Endpoint) float64 {
 	return float64(c.statsOf(e.Workload.GetUid()).active.Load()+1) * float64(max(c.health.Latency(e), time.Microsecond))
 }
+
+// excludeOne makes one endpoint ineligible while another remains.
+type excludeOne struct{ e *state.Endpoint }
+
+func (x excludeOne) Ejected(e *state.Endpoint) bool { return e == x.e }
 
 func scan(eps []*state.Endpoint, start int, ok func(*state.Endpoint) bool) *state.Endpoint {
 	for i := range eps {

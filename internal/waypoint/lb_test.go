@@ -241,6 +241,20 @@ func TestPickPrefersClientZone(t *testing.T) {
 			t.Fatalf("pinned zone-a, got %s", e.Workload.Uid)
 		}
 	}
+	// A retry (exclude: the endpoint that failed) stays in the tier when it
+	// can, fails over when it cannot, and never leaves a pinned zone.
+	clientA := &meshv1.Workload{Locality: loc("zone-a")}
+	for range 20 {
+		if e := cl.pick(eps, &state.Request{Service: svc, Source: clientA}, 0, false, eps[0]); e.Workload.Uid != "a2" {
+			t.Fatalf("retry after a1 failed: %s, want a2", e.Workload.Uid)
+		}
+		if e := cs.get("svc", defaultTrafficPolicy, nil).pick(eps, &state.Request{Service: svc, Source: client}, 0, false, eps[2]); e.Locality.GetZone() != "zone-a" {
+			t.Fatalf("retry after the only zone-b endpoint failed: %s, want zone-a", e.Workload.Uid)
+		}
+		if e := cs.get("svc", defaultTrafficPolicy, nil).pick(eps, &state.Request{Service: svc, Source: clientA, Zone: "zone-b"}, 0, false, eps[2]); e.Workload.Uid != "b1" {
+			t.Fatalf("retry pinned to zone-b: %s, want b1 again", e.Workload.Uid)
+		}
+	}
 	// Round robin keeps to the tier too; without locality it rotates over all.
 	rr := cs.get("svc-rr", policy(t, &meshv1.TrafficPolicy{LoadBalancer: &meshv1.LoadBalancerPolicy{Simple: meshv1.LoadBalancerPolicy_ROUND_ROBIN}}), nil)
 	for range 20 {

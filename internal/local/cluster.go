@@ -536,11 +536,13 @@ func (c *Cluster) containerEnv(pod *corev1.Pod, ct *corev1.Container) []string {
 }
 
 func (c *Cluster) startWorkloads() error {
-	for _, rt := range c.podList() {
+	pods := c.podList()
+	for _, rt := range pods {
 		if err := c.startProcs(rt, c.prep.Plan.Services); err != nil {
 			return err
 		}
 	}
+	c.waitListening(pods)
 	return nil
 }
 
@@ -552,6 +554,8 @@ func (c *Cluster) Close() error {
 		if c.control != nil {
 			c.control.Close()
 		}
+		// A change in progress finishes first; none starts after.
+		c.reconf.Lock()
 		var all []*proc
 		c.stateMu.Lock()
 		for _, rt := range c.pods {

@@ -190,6 +190,7 @@ func (c *Cluster) reconfigure(next *Prepared) error {
 			}
 		}
 	}
+	c.waitListening(added)
 	errs = append(errs, c.waitWaypointPods(added))
 	if len(added) > 0 {
 		c.source.Set(next.Plan.Apply(next.Snapshot))

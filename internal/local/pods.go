@@ -83,7 +83,7 @@ func (c *Cluster) enrol(rt *podRT) error {
 	if err := redirect.Install(rt.ns, redirect.Config{}); err != nil {
 		return fmt.Errorf("pod %s: %w", podKey(pod), err)
 	}
-	rt.enrolled = true
+	c.setEnrolled(rt, true)
 	return nil
 }
 
@@ -98,8 +98,14 @@ func (c *Cluster) unenrol(rt *podRT) error {
 	if err := c.agents[rt.pod.Spec.NodeName].DelPod(ctx, podUID(rt.pod)); err != nil {
 		return fmt.Errorf("removing pod %s from the ztunnel on %s: %w", podKey(rt.pod), rt.pod.Spec.NodeName, err)
 	}
-	rt.enrolled = false
+	c.setEnrolled(rt, false)
 	return nil
+}
+
+func (c *Cluster) setEnrolled(rt *podRT, on bool) {
+	c.stateMu.Lock()
+	rt.enrolled = on
+	c.stateMu.Unlock()
 }
 
 func serviceAccountOf(pod *corev1.Pod) string {
@@ -138,6 +144,44 @@ func (c *Cluster) startProcs(rt *podRT, services []*corev1.Service) error {
 		}
 	}
 	return nil
+}
+
+// portWait bounds how long a pod's declared ports may take to listen.
+const portWait = 5 * time.Second
+
+// waitListening waits until every TCP containerPort the pods declare
+// accepts connections on the pod's loopback, as a kubelet's TCP readiness
+// probe would, so that a pod gets traffic once it can serve it. A port
+// still closed after portWait is logged, not an error: the process may
+// listen on the pod's address only, or later.
+func (c *Cluster) waitListening(pods []*podRT) {
+	parallel(len(pods), func(i int) error {
+		rt := pods[i]
+		deadline := time.Now().Add(portWait)
+		for _, ct := range rt.pod.Spec.Containers {
+			for _, p := range ct.Ports {
+				if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
+					continue
+				}
+				addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(p.ContainerPort))
+				for {
+					ctx, cancel := context.WithTimeout(c.ctx, 500*time.Millisecond)
+					conn, err := netns.DialTCP(ctx, rt.ns, addr, netns.SocketOptions{})
+					cancel()
+					if err == nil {
+						conn.Close()
+						break
+					}
+					if time.Now().After(deadline) || c.ctx.Err() != nil {
+						c.log.Warn("port not listening; the pod gets traffic anyway", "pod", podKey(rt.pod), "port", p.ContainerPort, "err", err)
+						return nil
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // removePod stops the pod's processes, takes it out of its ztunnel and

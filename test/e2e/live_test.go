@@ -121,7 +121,7 @@ spec:
   template:
     metadata: {labels: {app: extra}}
     spec:
-      containers: [{name: echo, command: [ambit, app, echo]}]
+      containers: [{name: echo, command: [ambit, app, echo], ports: [{containerPort: 8080}]}]
 `
 
 // Live changes with `ambit apply` and `ambit delete`: routes and policies
@@ -337,7 +337,10 @@ func TestLiveEnrolment(t *testing.T) {
 	before := pids(st)
 	client := findPod(t, st, "client")
 	capt := startCapture(t, st.NetNS)
+	// A connection per request: one kept alive would stay on the path it
+	// was opened on (through the ztunnel or not) across the label changes.
 	hc := podClient(t, client)
+	hc.Transport.(*http.Transport).DisableKeepAlives = true
 	vip := serviceIP(t, st, "demo", "echo")
 	nodeOf := map[string]string{}
 	for _, p := range st.Pods {

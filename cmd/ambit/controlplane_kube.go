@@ -22,6 +22,7 @@ type kubeFlags struct {
 	audience        string
 	identity        string
 	waypointImage   string
+	waypointCP      string
 }
 
 func (k *kubeFlags) register(fs *flag.FlagSet) {
@@ -31,6 +32,7 @@ func (k *kubeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.ztunnelAccounts, "node-service-accounts", "ambit-system/ztunnel", "comma-separated namespace/name of service accounts whose bound tokens authenticate node proxies (--source kube)")
 	fs.StringVar(&k.audience, "token-audience", ca.DefaultTokenAudience, "audience node proxies' service account tokens must carry (--source kube)")
 	fs.StringVar(&k.waypointImage, "waypoint-image", waypointctl.DefaultImage, "image of the waypoint Deployments the waypoint controller creates (--source kube)")
+	fs.StringVar(&k.waypointCP, "waypoint-control-plane", "", "address waypoints reach the control plane at (--source kube; default ambit-controlplane.NAMESPACE.svc:15012, the Service ambit install creates)")
 	fs.StringVar(&k.identity, "replica", envOr("POD_NAME", hostname()), "this replica's name in leader election (--source kube)")
 }
 
@@ -86,10 +88,14 @@ func runKubeControlPlane(ctx context.Context, log *slog.Logger, k kubeFlags, caf
 	if err != nil {
 		return err
 	}
+	waypointCP := k.waypointCP
+	if waypointCP == "" {
+		waypointCP = "ambit-controlplane." + k.namespace + ".svc:15012"
+	}
 	election := &kube.Election{Clients: clients, Namespace: k.namespace, Name: "ambit-controlplane", Identity: k.identity, Log: log.With("component", "election")}
 	go election.Run(ctx, func(ctx context.Context) {
 		wc := &waypointctl.Controller{Clients: clients, Log: log.With("component", "waypoints"), Image: k.waypointImage, TrustDomain: authority.TrustDomain(),
-			ControlPlane: "ambit-controlplane." + k.namespace + ".svc:15012", RootCertPEM: strings.Join(authority.TrustBundlePEM(), "")}
+			ControlPlane: waypointCP, RootCertPEM: strings.Join(authority.TrustBundlePEM(), "")}
 		if err := wc.Run(ctx); err != nil {
 			log.Error("waypoint controller stopped", "error", err)
 		}

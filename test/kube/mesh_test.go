@@ -37,9 +37,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/ambit-mesh/ambit/internal/ca"
-	"github.com/ambit-mesh/ambit/internal/controlplane"
 	"github.com/ambit-mesh/ambit/internal/kube"
-	"github.com/ambit-mesh/ambit/internal/model"
 	"github.com/ambit-mesh/ambit/internal/netns"
 	"github.com/ambit-mesh/ambit/internal/netns/netnstest"
 	"github.com/ambit-mesh/ambit/internal/nodeagent"
@@ -73,49 +71,68 @@ type cluster struct {
 	cl      *kube.Clients
 	dir     string
 	nodes   map[string]*node
-	cpAddr  string
+	cpAddr  string // the control plane's gRPC listener; cpHTTP its metrics and readiness
+	cpHTTP  string
 	cpStop  func()
 	rootPEM string
+	// kubeconfig and binDir are the API server's and the built commands'.
+	kubeconfig, binDir string
 	// clusterNS holds the nodes' bridge: the pod network, as seen from a node.
 	clusterNS *netns.NS
 }
 
-// startControlPlane runs the control plane as `ambit controlplane --source
-// kube` does, on addr ("127.0.0.1:0" the first time, the same port after).
-func (c *cluster) startControlPlane(addr string) {
+// startControlPlane runs `ambit controlplane --source kube` as a process,
+// as its Deployment would (on the same ports after a restart), and waits
+// until it is ready. Its waypoints reach it at inClusterControlPlane. The
+// first start also writes the trust bundle it published, as the kubelet
+// mounts it into node proxies.
+func (c *cluster) startControlPlane() {
 	t := c.t
-	ctx, cancel := context.WithCancel(context.Background())
-	authority, err := kube.LoadCA(ctx, c.cl, "ambit-system", "ambit-ca", ca.Options{Dir: filepath.Join(c.dir, "ca")})
-	must(t, err)
-	must(t, kube.PublishRootCert(ctx, c.cl, "ambit-system", authority))
-	if c.rootPEM == "" {
-		c.rootPEM = filepath.Join(c.dir, "root-cert.pem")
-		must(t, os.WriteFile(c.rootPEM, []byte(strings.Join(authority.TrustBundlePEM(), "")), 0o644))
+	if c.cpAddr == "" {
+		c.cpAddr, c.cpHTTP = freeAddr(t), freeAddr(t)
 	}
-	srv, err := controlplane.New(controlplane.Options{
-		Source: &kube.Source{Clients: c.cl, Debounce: 10 * time.Millisecond, Log: slog.Default().With("component", "kube")},
-		Mesh:   model.DefaultMeshConfig(), CA: authority,
-		Authenticator: &ca.TokenReviewAuthenticator{Reviews: c.cl.Kube.AuthenticationV1().TokenReviews(), ServiceAccounts: []string{"ambit-system/ztunnel"}, Workloads: true},
-		Placement:     &kube.PodPlacement{Clients: c.cl},
-		GRPCAddr:      addr, HTTPAddr: "127.0.0.1:0",
-	})
+	logf, err := os.OpenFile(filepath.Join(c.dir, "controlplane.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	must(t, err)
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		t.Fatalf("control plane: %v", err)
-	case <-time.After(time.Minute):
-		t.Fatal("control plane not ready after a minute")
-	}
-	c.cpAddr = srv.GRPCAddr()
+	cmd := exec.Command(filepath.Join(c.binDir, "ambit"), "controlplane", "--source", "kube", "--kubeconfig", c.kubeconfig,
+		"--namespace", "ambit-system", "--ca-dir", filepath.Join(c.dir, "ca"), "--grpc-addr", c.cpAddr, "--http-addr", c.cpHTTP,
+		"--replica", "controlplane-0", "--waypoint-control-plane", inClusterControlPlane)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	must(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(exited) }()
 	c.cpStop = func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("control plane: %v", err)
-		}
+		// Killed, not stopped: proxies get no goodbye.
+		cmd.Process.Kill()
+		<-exited
 	}
+	kubetest.Eventually(t, 2*time.Minute, "the control plane ready", func() bool {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(filepath.Join(c.dir, "controlplane.log"))
+			t.Fatalf("the control plane exited:\n%s", b)
+		default:
+		}
+		resp, err := http.Get("http://" + c.cpHTTP + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if c.rootPEM == "" {
+		cm, err := c.cl.Kube.CoreV1().ConfigMaps("ambit-system").Get(context.Background(), kube.RootCertConfigMap, metav1.GetOptions{})
+		must(t, err)
+		c.rootPEM = filepath.Join(c.dir, "root-cert.pem")
+		must(t, os.WriteFile(c.rootPEM, []byte(cm.Data[ca.RootCertFile]), 0o644))
+	}
+}
+
+// freeAddr returns a loopback address with a port free at the time of the call.
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // ztunnelToken is what the kubelet projects into the ztunnel pod: a token
@@ -303,7 +320,7 @@ func buildBinaries(t *testing.T, dir string, cmds ...string) {
 // newCluster starts an API server with the CRDs, the control plane and two
 // nodes (node-a in zone-a, node-b in zone-b), each with a node agent, a
 // ztunnel and the CNI chain (bridge, then ambit-cni) in one "cluster
-// network" namespace. binDir holds ambit-cni and the extra commands.
+// network" namespace. binDir holds ambit, ambit-cni and the extra commands.
 func newCluster(t *testing.T, extra ...string) (c *cluster, a, b *node, binDir string) {
 	netnstest.RequireRoot(t)
 	if _, err := os.Stat("/usr/lib/cni/bridge"); err != nil {
@@ -314,17 +331,24 @@ func newCluster(t *testing.T, extra ...string) (c *cluster, a, b *node, binDir s
 	}
 	k := kubetest.Start(t)
 	k.InstallCRDs(t)
-	c = &cluster{t: t, cl: k.Clients(t), dir: t.TempDir(), nodes: map[string]*node{}}
+	c = &cluster{t: t, cl: k.Clients(t), dir: t.TempDir(), nodes: map[string]*node{}, kubeconfig: k.Kubeconfig}
 
 	binDir = filepath.Join(c.dir, "bin")
 	must(t, os.MkdirAll(binDir, 0o755))
-	buildBinaries(t, binDir, append([]string{"ambit-cni"}, extra...)...)
+	c.binDir = binDir
+	buildBinaries(t, binDir, append([]string{"ambit", "ambit-cni"}, extra...)...)
 	for _, p := range []string{"bridge", "host-local"} {
 		must(t, os.Symlink(filepath.Join("/usr/lib/cni", p), filepath.Join(binDir, p)))
 	}
 	kubetest.Apply(t, c.cl, nsObj("ambit-system", nil), saObj("ambit-system", "ztunnel"))
-	c.startControlPlane("127.0.0.1:0")
-	t.Cleanup(func() { c.cpStop() })
+	c.startControlPlane()
+	t.Cleanup(func() {
+		c.cpStop()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(c.dir, "controlplane.log"))
+			t.Logf("control plane log:\n%s", b)
+		}
+	})
 	clusterNS := netnstest.New(t)
 	c.clusterNS = clusterNS
 	a = c.startNode("node-a", "zone-a", clusterNS, binDir)
@@ -439,11 +463,10 @@ func TestMeshOnKubernetes(t *testing.T) {
 		}
 	})
 	kubetest.Eventually(t, time.Minute, "traffic flowing", func() bool { return ok.Load() > 20 })
-	addr := c.cpAddr
 	c.cpStop()
 	before := ok.Load()
 	kubetest.Eventually(t, time.Minute, "traffic flowing without the control plane", func() bool { return ok.Load() > before+50 })
-	c.startControlPlane(addr)
+	c.startControlPlane()
 	after := ok.Load()
 	kubetest.Eventually(t, time.Minute, "traffic flowing after the restart", func() bool { return ok.Load() > after+50 })
 	close(stop)

@@ -221,20 +221,6 @@ func serveVersion(t *testing.T, p *pod, version string) {
 func TestWaypointOnKubernetes(t *testing.T) {
 	c, a, b, binDir := newCluster(t, "waypoint")
 	ctx := context.Background()
-	rootPEM, err := os.ReadFile(c.rootPEM)
-	must(t, err)
-	wctx, wcancel := context.WithCancel(ctx)
-	wdone := make(chan error, 1)
-	go func() {
-		wdone <- (&waypointctl.Controller{Clients: c.cl, ControlPlane: inClusterControlPlane, RootCertPEM: string(rootPEM)}).Run(wctx)
-	}()
-	t.Cleanup(func() {
-		wcancel()
-		if err := <-wdone; err != nil {
-			t.Errorf("waypoint controller: %v", err)
-		}
-	})
-
 	svc := func(name string, labels map[string]string) *corev1.Service {
 		return &corev1.Service{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}, ObjectMeta: metav1.ObjectMeta{Namespace: "store", Name: name, Labels: labels},
 			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name}, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
@@ -262,7 +248,8 @@ func TestWaypointOnKubernetes(t *testing.T) {
 						BackendRefs: backend("products")},
 				}}})
 
-	// The controller's Deployment, run as the kubelet would on node-a.
+	// The Deployment the control plane's waypoint controller (it leads)
+	// creates, run as the kubelet would on node-a.
 	var tmpl corev1.PodTemplateSpec
 	kubetest.Eventually(t, time.Minute, "the waypoint Deployment created by the controller", func() bool {
 		d, err := c.cl.Kube.AppsV1().Deployments("store").Get(ctx, "waypoint", metav1.GetOptions{})

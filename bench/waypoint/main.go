@@ -44,6 +44,7 @@ var (
 	flagOut       = flag.String("out", "", "write the samples as JSON to this file")
 	flagWaypoint2 = flag.String("waypoint2", "", "another waypoint binary, measured as a fifth interleaved way (\"waypoint2\") to compare two builds")
 	flagWays      = flag.String("ways", "direct,waypoint,nginx,haproxy,waypoint2", "ways to measure (waypoint2 only with -waypoint2)")
+	flagDiag      = flag.Bool("diag", false, "after the rounds, one more run per proxy and load under perf stat: system calls and context switches per request")
 	flagPerf      = flag.String("perf", "", "after the rounds, record the waypoint with perf record -g during one more max-load run, into this directory")
 )
 
@@ -331,6 +332,11 @@ func run(ctx context.Context) error {
 		}
 	}
 	report(samples)
+	if *flagDiag {
+		if err := diag(ctx, proxyNS, fortio, work, ways); err != nil {
+			return err
+		}
+	}
 	if *flagPerf != "" {
 		if err := perfRecord(ctx, proxyNS, fortio, work, ways); err != nil {
 			return err
@@ -409,8 +415,50 @@ func measure(ctx context.Context, ns *netns.NS, fortio, work string, w *way, qps
 	return s, nil
 }
 
+// diag counts the system calls and context switches of each proxy's
+// processes per request, with perf stat during one more run at each load.
+func diag(ctx context.Context, ns *netns.NS, fortio, work string, ways []*way) error {
+	fmt.Printf("\n%-9s %-9s %14s %14s\n", "way", "load", "syscalls/req", "ctxsw/req")
+	for _, w := range ways {
+		if w.proc == nil {
+			continue
+		}
+		for _, qps := range []string{"1000", "0"} {
+			var pids []string
+			for _, pid := range group(w.proc.Process.Pid) {
+				pids = append(pids, strconv.Itoa(pid))
+			}
+			out := filepath.Join(work, "perf-stat.csv")
+			perf := exec.CommandContext(ctx, "perf", "stat", "-x", ",", "-o", out, "-e", "raw_syscalls:sys_enter,context-switches", "-p", strings.Join(pids, ","))
+			if err := perf.Start(); err != nil {
+				return fmt.Errorf("perf: %w", err)
+			}
+			s, err := measure(ctx, ns, fortio, work, w, qps)
+			perf.Process.Signal(os.Interrupt)
+			perf.Wait()
+			if err != nil {
+				return err
+			}
+			b, err := os.ReadFile(out)
+			if err != nil {
+				return err
+			}
+			counts := map[string]float64{}
+			for _, l := range strings.Split(string(b), "\n") {
+				if f := strings.Split(l, ","); len(f) > 2 {
+					v, _ := strconv.ParseFloat(f[0], 64)
+					counts[f[2]] = v
+				}
+			}
+			reqs := s.QPS * flagDuration.Seconds()
+			fmt.Printf("%-9s %-9s %14.1f %14.2f\n", w.name, s.Load, counts["raw_syscalls:sys_enter"]/reqs, counts["context-switches"]/reqs)
+		}
+	}
+	return nil
+}
+
 // perfRecord records the waypoint's call graphs (perf record -g) during
-// one more max-load run, into -perf DIR/waypoint.perf.data.
+// one more run at each load, into -perf DIR/waypoint-{1000,max}.perf.data.
 func perfRecord(ctx context.Context, ns *netns.NS, fortio, work string, ways []*way) error {
 	for _, w := range ways {
 		if w.name != "waypoint" {
@@ -419,19 +467,21 @@ func perfRecord(ctx context.Context, ns *netns.NS, fortio, work string, ways []*
 		if err := os.MkdirAll(*flagPerf, 0o755); err != nil {
 			return err
 		}
-		out := filepath.Join(*flagPerf, "waypoint.perf.data")
-		perf := exec.CommandContext(ctx, "perf", "record", "-g", "-F", "999", "-o", out, "-p", strconv.Itoa(w.proc.Process.Pid))
-		perf.Stdout, perf.Stderr = os.Stderr, os.Stderr
-		if err := perf.Start(); err != nil {
-			return fmt.Errorf("perf: %w", err)
+		for _, qps := range []string{"1000", "0"} {
+			out := filepath.Join(*flagPerf, "waypoint-"+map[string]string{"1000": "1000", "0": "max"}[qps]+".perf.data")
+			perf := exec.CommandContext(ctx, "perf", "record", "-g", "-F", "999", "-o", out, "-p", strconv.Itoa(w.proc.Process.Pid))
+			perf.Stdout, perf.Stderr = os.Stderr, os.Stderr
+			if err := perf.Start(); err != nil {
+				return fmt.Errorf("perf: %w", err)
+			}
+			s, err := measure(ctx, ns, fortio, work, w, qps)
+			perf.Process.Signal(os.Interrupt)
+			perf.Wait()
+			if err != nil {
+				return err
+			}
+			log.Printf("perf run: %s at %.0f qps, %.3f vCPU/1000rps; profile in %s", w.name, s.QPS, s.CPUPer1000, out)
 		}
-		s, err := measure(ctx, ns, fortio, work, w, "0")
-		perf.Process.Signal(os.Interrupt)
-		perf.Wait()
-		if err != nil {
-			return err
-		}
-		log.Printf("perf run: %s achieved %.0f qps; profile in %s (perf report -i %s)", w.name, s.QPS, out, out)
 	}
 	return nil
 }

@@ -90,11 +90,7 @@ live in /run/ambit/NAME.`,
 			}
 			fmt.Fprintf(out, "ready in %.1f s\n", time.Since(start).Seconds())
 			proofCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if proof, err := c.Proof(proofCtx); err != nil {
-				fmt.Fprintf(out, "proof: request failed: %v\n", err)
-			} else if proof != "" {
-				fmt.Fprintf(out, "proof: %s\n", proof)
-			}
+			printProof(out, c, proofCtx)
 			cancel()
 			st := c.State()
 			printHints(out, name, &st)
@@ -201,6 +197,17 @@ func startDetached(ctx context.Context, name string, files []string, out io.Writ
 	return nil
 }
 
+// printProof prints the cluster's proof that the mesh works (see Cluster.Proof).
+func printProof(out io.Writer, c *local.Cluster, ctx context.Context) {
+	lines, err := c.Proof(ctx)
+	if err != nil {
+		fmt.Fprintf(out, "proof: request failed: %v\n", err)
+	}
+	for _, l := range lines {
+		fmt.Fprintf(out, "proof: %s\n", l)
+	}
+}
+
 const serveErrorPrefix = "\x00error: "
 
 // serveCommand is the detached cluster's supervisor: progress goes to fd 3
@@ -243,11 +250,7 @@ func serveCommand() *cli.Command {
 				return fail(err)
 			}
 			proofCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if proof, err := c.Proof(proofCtx); err != nil {
-				fmt.Fprintf(progress, "proof: request failed: %v\n", err)
-			} else if proof != "" {
-				fmt.Fprintf(progress, "proof: %s\n", proof)
-			}
+			printProof(progress, c, proofCtx)
 			cancel()
 			progress.Close()
 			<-ctx.Done()

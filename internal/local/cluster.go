@@ -4,10 +4,8 @@ package local
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -62,8 +60,6 @@ type Cluster struct {
 	state      State
 	closed     sync.Once
 }
-
-func podKey(p *corev1.Pod) string { return p.Namespace + "/" + p.Name }
 
 // Start creates the cluster: namespaces, control plane, node agents and
 // ztunnels, enrolment, workloads. On failure everything created is removed.
@@ -223,13 +219,6 @@ func (c *Cluster) refreshState() {
 		}
 		c.state.Services = append(c.state.Services, ss)
 	}
-}
-
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
 }
 
 // inAmbient: the pod's own istio.io/dataplane-mode wins, else its namespace's.
@@ -603,75 +592,4 @@ func stopAll(ps []*proc) {
 		go func() { defer wg.Done(); p.Stop() }()
 	}
 	wg.Wait()
-}
-
-// Proof makes one HTTP request from the first pod of a "client"
-// Deployment to the first Service of its namespace, as the pod would
-// (through its ztunnel), and describes the answer. It returns "" when the
-// manifests have no such pair.
-func (c *Cluster) Proof(ctx context.Context) (string, error) {
-	var client *corev1.Pod
-	var clientNS *netns.NS
-	for _, rt := range c.podList() {
-		if p := rt.pod; p.Labels[labelOwner] == "client" || p.Name == "client" {
-			client, clientNS = p, rt.ns
-			break
-		}
-	}
-	if client == nil {
-		return "", nil
-	}
-	var svc *corev1.Service
-	for _, s := range c.prep.Plan.Services {
-		if s.Namespace == client.Namespace && s.Spec.ClusterIP != "" && s.Spec.ClusterIP != corev1.ClusterIPNone && len(s.Spec.Ports) > 0 {
-			svc = s
-			break
-		}
-	}
-	if svc == nil {
-		return "", nil
-	}
-	url := fmt.Sprintf("http://%s:%d/", svc.Spec.ClusterIP, svc.Spec.Ports[0].Port)
-	hc := &http.Client{Transport: &http.Transport{DialContext: netns.Dialer(clientNS, netns.SocketOptions{}), DisableKeepAlives: true},
-		Timeout: 3 * time.Second}
-	var body []byte
-	var err error
-	for attempt := 0; attempt < 20; attempt++ {
-		var resp *http.Response
-		if resp, err = hc.Get(url); err == nil {
-			body, err = io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err == nil && resp.StatusCode/100 != 2 {
-				err = fmt.Errorf("HTTP %s", resp.Status)
-			}
-			if err == nil {
-				break
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		return "", fmt.Errorf("%s/%s → %s.%s (%s): %w", client.Namespace, client.Name, svc.Name, svc.Namespace, url, err)
-	}
-	var ans struct{ Pod, Namespace, Zone, Peer string }
-	json.Unmarshal(body, &ans)
-	zoneOf := map[string]string{}
-	for _, n := range c.prep.Plan.Nodes {
-		zoneOf[n.Name] = n.Zone
-	}
-	who := strings.TrimSpace(string(body))
-	if ans.Pod != "" {
-		who = fmt.Sprintf("answered by %s (zone %s), which saw the caller as %s", ans.Pod, c.zoneOfPod(ans.Namespace, ans.Pod, zoneOf), ans.Peer)
-	}
-	return fmt.Sprintf("%s (%s, zone %s) → http://%s.%s:%d/: %s", client.Name, client.Status.PodIP, zoneOf[client.Spec.NodeName],
-		svc.Name, svc.Namespace, svc.Spec.Ports[0].Port, who), nil
-}
-
-func (c *Cluster) zoneOfPod(ns, name string, zoneOf map[string]string) string {
-	for _, p := range c.prep.Plan.Pods {
-		if p.Namespace == ns && p.Name == name {
-			return zoneOf[p.Spec.NodeName]
-		}
-	}
-	return "?"
 }

@@ -90,3 +90,16 @@ func TestHostsFileAndState(t *testing.T) {
 		t.Error("found a pod in the wrong namespace")
 	}
 }
+
+func TestVerifiedPeers(t *testing.T) {
+	metrics := `# TYPE istio_tcp_connections_opened_total counter
+istio_tcp_connections_opened_total{reporter="destination",source_principal="spiffe://td/ns/a/sa/c",destination_principal="spiffe://td/ns/a/sa/e",connection_security_policy="mutual_tls"} 2
+istio_tcp_connections_opened_total{reporter="destination",source_principal="spiffe://td/ns/a/sa/c",destination_principal="spiffe://td/ns/a/sa/e",connection_security_policy="mutual_tls",response_flags="x"} 3
+istio_tcp_connections_opened_total{reporter="source",source_principal="spiffe://td/ns/a/sa/c",destination_principal="spiffe://td/ns/a/sa/e",connection_security_policy="mutual_tls"} 9
+istio_tcp_connections_opened_total{reporter="destination",source_principal="unknown",destination_principal="spiffe://td/ns/a/sa/e",connection_security_policy="none"} 4
+`
+	got := verifiedPeers(metrics)
+	if len(got) != 1 || got[0] != "spiffe://td/ns/a/sa/c → spiffe://td/ns/a/sa/e (mTLS, 5 connections)" {
+		t.Errorf("verifiedPeers: %q", got)
+	}
+}

@@ -24,7 +24,7 @@ func (c *Cluster) Close() error { return nil }
 func (c *Cluster) State() State { return State{} }
 
 // Proof does nothing.
-func (c *Cluster) Proof(ctx context.Context) (string, error) { return "", nil }
+func (c *Cluster) Proof(ctx context.Context) ([]string, error) { return nil, nil }
 
 // Down fails: the local cluster needs Linux.
 func Down(name string, logf func(format string, args ...any)) (bool, error) {

@@ -620,3 +620,13 @@ func expandVars(s string, vars map[string]string) string {
 	}
 	return b.String()
 }
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// podKey is ns/name.
+func podKey(p *corev1.Pod) string { return p.Namespace + "/" + p.Name }

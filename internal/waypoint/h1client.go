@@ -152,7 +152,13 @@ func (h *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		c.c.Close()
-		if !c.reused || attempt > 0 || !errors.Is(err, errStale) || req.Context().Err() != nil {
+		// On a reused connection, a failure before any answer means the
+		// connection died while idle (closed: EOF; reset: a tunnel whose
+		// backend went away). An idempotent request is safe to send again
+		// whatever the error; others only when nothing can have reached a
+		// server (EOF on write or before the answer).
+		stale := errors.Is(err, errStale) || (idempotent(req.Method) && !errors.Is(err, errAnswered))
+		if !c.reused || attempt > 0 || !stale || req.Context().Err() != nil {
 			return nil, err
 		}
 		switch b := req.Body.(type) {
@@ -171,6 +177,17 @@ func (h *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 // errStale: the connection gave no answer at all.
 var errStale = errors.New("waypoint: upstream connection closed before answering")
 
+// errAnswered marks failures after an answer began (never resent).
+var errAnswered = errors.New("waypoint: upstream answer cut short")
+
+func idempotent(method string) bool {
+	switch method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
 func (c *h1Conn) roundTrip(h *h1Client, req *http.Request) (*http.Response, error) {
 	// The request's context (timeouts, the client going away) interrupts
 	// blocking I/O through the connection's deadline.
@@ -186,12 +203,15 @@ func (c *h1Conn) roundTrip(h *h1Client, req *http.Request) (*http.Response, erro
 		stop()
 		return nil, staleIf(err, true)
 	}
-	for {
+	for answered := false; ; answered = true {
 		resp, err := readResponse(c.br, req)
 		if err != nil {
 			stop()
 			if ctxErr := req.Context().Err(); ctxErr != nil {
 				return nil, ctxErr
+			}
+			if answered {
+				return nil, errors.Join(errAnswered, err)
 			}
 			return nil, staleIf(err, errors.Is(err, io.EOF))
 		}

@@ -1,21 +1,32 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/ambit-mesh/ambit/internal/cli"
 	"github.com/ambit-mesh/ambit/test/kube/kubetest"
 )
 
-// `ambit controlplane --source kube` against a real API server: the CA root
-// lands in its Secret, the trust bundle in its ConfigMap, the replica
-// takes the Lease and, as leader, runs the waypoint controller.
+// testLog writes a command's output to the test's log.
+type testLog struct{ t testing.TB }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// `ambit controlplane --source kube` against a real API server, two
+// replicas: the CA root lands in its Secret, the trust bundle in its
+// ConfigMap; one replica takes the Lease and, as leader, runs the waypoint
+// controller; when it stops, the other takes over and reconciles
+// waypoints from then on.
 func TestControlPlaneKubeCommand(t *testing.T) {
 	c := kubetest.Start(t)
 	c.InstallCRDs(t)
@@ -24,30 +35,54 @@ func TestControlPlaneKubeCommand(t *testing.T) {
 	if _, err := cl.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ambit-system"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan int, 1)
-	var out, errb bytes.Buffer
-	go func() {
-		done <- cli.Main(runCtx, rootCommand(), []string{"controlplane", "--source", "kube", "--kubeconfig", c.Kubeconfig,
-			"--ca-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--replica", "cp-0"}, &out, &errb)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if code := <-done; code != 0 {
-			t.Errorf("controlplane exited %d: %s", code, errb.String())
-		}
-	})
-	exited := func() bool {
-		select {
-		case code := <-done:
-			done <- code
-			t.Fatalf("controlplane exited %d: %s", code, errb.String())
-		default:
-		}
-		return false
+	type replica struct {
+		stop func()
+		done chan int
 	}
+	start := func(name string) *replica {
+		runCtx, cancel := context.WithCancel(ctx)
+		r := &replica{done: make(chan int, 1)}
+		// The replicas' logs go to the test's log.
+		logs := testLog{t}
+		go func() {
+			r.done <- cli.Main(runCtx, rootCommand(), []string{"controlplane", "--source", "kube", "--kubeconfig", c.Kubeconfig,
+				"--ca-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--replica", name}, logs, logs)
+		}()
+		stopped := false
+		r.stop = func() {
+			if stopped {
+				return
+			}
+			stopped = true
+			cancel()
+			if code := <-r.done; code != 0 {
+				t.Errorf("controlplane %s exited %d", name, code)
+			}
+		}
+		t.Cleanup(r.stop)
+		return r
+	}
+	running := func(rs ...*replica) {
+		for _, r := range rs {
+			select {
+			case code := <-r.done:
+				r.done <- code
+				t.Fatalf("controlplane exited %d", code)
+			default:
+			}
+		}
+	}
+	holder := func() string {
+		lease, err := cl.Kube.CoordinationV1().Leases("ambit-system").Get(ctx, "ambit-controlplane", metav1.GetOptions{})
+		if err != nil || lease.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *lease.Spec.HolderIdentity
+	}
+
+	first := start("cp-0")
 	kubetest.Eventually(t, time.Minute, "CA Secret, root ConfigMap, Lease, GatewayClass", func() bool {
-		exited()
+		running(first)
 		if _, err := cl.Kube.CoreV1().Secrets("ambit-system").Get(ctx, "ambit-ca", metav1.GetOptions{}); err != nil {
 			return false
 		}
@@ -55,11 +90,49 @@ func TestControlPlaneKubeCommand(t *testing.T) {
 		if err != nil || cm.Data["root-cert.pem"] == "" {
 			return false
 		}
-		lease, err := cl.Kube.CoordinationV1().Leases("ambit-system").Get(ctx, "ambit-controlplane", metav1.GetOptions{})
-		if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != "cp-0" {
+		if holder() != "cp-0" {
 			return false
 		}
 		_, err = cl.Gateway.GatewayV1().GatewayClasses().Get(ctx, "istio-waypoint", metav1.GetOptions{})
 		return err == nil
 	})
+	root, err := cl.Kube.CoreV1().ConfigMaps("ambit-system").Get(ctx, "ambit-root-cert", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A second replica serves too, with the same root, and does not lead.
+	second := start("cp-1")
+	waypoint := func(name string) *gatewayv1.Gateway {
+		return &gatewayv1.Gateway{TypeMeta: metav1.TypeMeta{APIVersion: "gateway.networking.k8s.io/v1", Kind: "Gateway"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec: gatewayv1.GatewaySpec{GatewayClassName: "istio-waypoint",
+				Listeners: []gatewayv1.Listener{{Name: "mesh", Port: 15008, Protocol: "HBONE"}}}}
+	}
+	kubetest.Apply(t, cl, waypoint("before"))
+	kubetest.Eventually(t, time.Minute, "the leader's waypoint Deployment", func() bool {
+		running(first, second)
+		_, err := cl.Kube.AppsV1().Deployments("default").Get(ctx, "before", metav1.GetOptions{})
+		return err == nil
+	})
+	if h := holder(); h != "cp-0" {
+		t.Fatalf("lease held by %q with both replicas up, want cp-0", h)
+	}
+
+	// The leader stops (releasing the Lease): the other takes over.
+	first.stop()
+	kubetest.Eventually(t, time.Minute, "cp-1 leading", func() bool {
+		running(second)
+		return holder() == "cp-1"
+	})
+	kubetest.Apply(t, cl, waypoint("after"))
+	kubetest.Eventually(t, time.Minute, "the new leader's waypoint Deployment", func() bool {
+		running(second)
+		_, err := cl.Kube.AppsV1().Deployments("default").Get(ctx, "after", metav1.GetOptions{})
+		return err == nil
+	})
+	again, err := cl.Kube.CoreV1().ConfigMaps("ambit-system").Get(ctx, "ambit-root-cert", metav1.GetOptions{})
+	if err != nil || again.Data["root-cert.pem"] != root.Data["root-cert.pem"] {
+		t.Errorf("the second replica published another root (%v)", err)
+	}
 }

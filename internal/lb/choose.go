@@ -260,10 +260,7 @@ func (c *LocalityChooser) Choose(r Request) int {
 	if r.Health != nil && r.Zone == "" && lb.GetMode() == meshv1.LoadBalancing_FAILOVER && len(lb.GetRoutingPreference()) > 0 {
 		top = avoidDegraded
 		if r.Health.probeDue() {
-			// Uniform over every endpoint, not the Scorer's favourite:
-			// the probe is for the zones traffic does not reach.
-			probe := LocalityChooser{Ejector: c.Ejector, IntN: c.IntN}
-			if i := probe.pickIn(r, 0, len(r.Endpoints), avoidEjected); i >= 0 {
+			if i := c.probe(r); i >= 0 {
 				return i
 			}
 		}
@@ -274,6 +271,30 @@ func (c *LocalityChooser) Choose(r Request) int {
 		}
 	}
 	return -1
+}
+
+// probe picks an endpoint of the zone observed least recently (never
+// observed first), uniformly, not by the Scorer: the probe is for the zones
+// traffic does not reach. Endpoints are sorted by region and zone, so each
+// zone is a run.
+func (c *LocalityChooser) probe(r Request) int {
+	eps := r.Endpoints
+	bestLo, bestHi, bestLast := -1, -1, int64(0)
+	for lo := 0; lo < len(eps); {
+		hi := lo + 1
+		for hi < len(eps) && eps[hi].Locality.GetZone() == eps[lo].Locality.GetZone() && eps[hi].Locality.GetRegion() == eps[lo].Locality.GetRegion() {
+			hi++
+		}
+		if last := r.Health.lastSample(eps[lo]); bestLo < 0 || last < bestLast {
+			bestLo, bestHi, bestLast = lo, hi, last
+		}
+		lo = hi
+	}
+	if bestLo < 0 {
+		return -1
+	}
+	uniform := LocalityChooser{Ejector: c.Ejector, IntN: c.IntN}
+	return uniform.pickIn(r, bestLo, bestHi, avoidEjected)
 }
 
 func (c *LocalityChooser) choose(r Request, lvl int) int {

@@ -10,8 +10,11 @@ import (
 // HealthConfig tunes a Health. Zero fields take the defaults noted.
 type HealthConfig struct {
 	// Factor and Floor: a zone is degraded when its latency EWMA exceeds
-	// Factor × the best zone's plus Floor (defaults 2 and 5 ms, as in seed
-	// 000: "prefer the local zone unless its latency is over 2× another's").
+	// Factor × the best zone's plus Floor (defaults 2, as in seed 000:
+	// "prefer the local zone unless its latency is over 2× another's", and
+	// 20 ms: leaving the zone costs a cross-zone hop and egress, worth it
+	// for a real degradation, not for the jitter of a busy node — on a
+	// loaded two-core machine the zones' EWMAs wander by 10 ms).
 	Factor float64
 	Floor  time.Duration
 	// FailBackFactor: a degraded zone is used again once its EWMA is at most
@@ -25,10 +28,10 @@ type HealthConfig struct {
 	// about Tau whatever the request rate.
 	Tau time.Duration
 	// ProbeInterval: while locality keeps traffic in one zone, one request
-	// per interval goes to a random endpoint anywhere (default 1 s), so
-	// every zone's latency stays known — the only way a degraded zone can
-	// be seen to recover, and a local zone's degradation be compared with
-	// the others.
+	// per interval goes to the zone observed least recently (default 1 s),
+	// so every zone's latency stays known — the only way a degraded zone
+	// can be seen to recover, and a local zone's degradation be compared
+	// with the others.
 	ProbeInterval time.Duration
 	// EjectAfter consecutive failures (connect failures at L4, 5xx at L7)
 	// eject an endpoint (default 5) for BaseEjection (default 1 s), doubled
@@ -50,7 +53,7 @@ func (c *HealthConfig) defaults() {
 		c.Factor = 2
 	}
 	if c.Floor <= 0 {
-		c.Floor = 5 * time.Millisecond
+		c.Floor = 20 * time.Millisecond
 	}
 	if c.FailBackFactor <= 0 || c.FailBackFactor > c.Factor {
 		c.FailBackFactor = 1 + (c.Factor-1)/2
@@ -97,6 +100,7 @@ type zoneStat struct {
 	region, zone string
 	ewma         float64 // ns; guarded by Health.mu
 	last         time.Time
+	lastNs       atomic.Int64 // last, for readers without mu
 	samples      int
 	degraded     atomic.Bool
 	since        time.Time // when degraded became true
@@ -185,6 +189,14 @@ func (h *Health) Latency(e *Endpoint) time.Duration {
 	return time.Duration(math.Float64frombits(v.(*endpointStat).ewma.Load()))
 }
 
+// lastSample is when the zone of e was last observed (0: never).
+func (h *Health) lastSample(e *Endpoint) int64 {
+	if z := h.zoneOf(e); z != nil {
+		return z.lastNs.Load()
+	}
+	return 0
+}
+
 // probeDue claims the next probe when one is due: true for exactly one
 // caller per ProbeInterval.
 func (h *Health) probeDue() bool {
@@ -226,6 +238,7 @@ func (h *Health) Observe(e *Endpoint, latency time.Duration, ok bool, n int) {
 	}
 	z.ewma = blend(z.ewma, x, z.samples == 0, now.Sub(z.last), h.cfg.Tau)
 	z.last = now
+	z.lastNs.Store(now.UnixNano())
 	z.samples++
 	h.reassess(now)
 	if now.Sub(h.lastGC) > time.Minute {

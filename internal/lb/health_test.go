@@ -69,16 +69,19 @@ func TestZoneDegradation(t *testing.T) {
 		// a's latency for 3 s, after both zones ran at 1ms.
 		aLatency     time.Duration
 		wantDegraded bool
+		floor        time.Duration
 	}{
-		{"equal", ms(1), false},
-		{"under the floor: 2x but within 5ms", ms(6.9), false},
-		{"over factor plus floor", ms(7.5), true},
-		{"300ms slower", ms(301), true},
+		{"equal", ms(1), false, 5 * time.Millisecond},
+		{"under the floor: 2x but within 5ms", ms(6.9), false, 5 * time.Millisecond},
+		{"over factor plus floor", ms(7.5), true, 5 * time.Millisecond},
+		{"300ms slower", ms(301), true, 5 * time.Millisecond},
+		{"default floor 20ms: 15ms is jitter", ms(15), false, 0},
+		{"default floor 20ms: 25ms is degraded", ms(25), true, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newClock()
-			h := NewHealth(HealthConfig{Now: c.now})
+			h := NewHealth(HealthConfig{Now: c.now, Floor: tt.floor})
 			for range 100 {
 				feed(h, c, a, ms(1), 1, step)
 				feed(h, c, b, ms(1), 1, step)
@@ -125,7 +128,7 @@ func TestFailBackHysteresis(t *testing.T) {
 	step := 10 * time.Millisecond
 	setup := func() (*clock, *Health) {
 		c := newClock()
-		h := NewHealth(HealthConfig{Now: c.now}) // factor 2, floor 5ms, fail back 1.5x+5ms, hold 5s
+		h := NewHealth(HealthConfig{Now: c.now, Floor: 5 * time.Millisecond}) // factor 2, fail back 1.5x+5ms, hold 5s
 		for range 100 {
 			feed(h, c, a, ms(1), 1, step)
 			feed(h, c, b, ms(1), 1, step)
@@ -165,7 +168,7 @@ func TestFailBackHysteresis(t *testing.T) {
 	// The same 6.8ms never degrades a healthy zone: the gap between the
 	// thresholds is what stops flapping.
 	c := newClock()
-	h := NewHealth(HealthConfig{Now: c.now})
+	h := NewHealth(HealthConfig{Now: c.now, Floor: 5 * time.Millisecond})
 	for range 2000 {
 		feed(h, c, a, ms(6.8), 1, step)
 		feed(h, c, b, ms(1), 1, step)
@@ -321,34 +324,41 @@ func TestChooserWithHealth(t *testing.T) {
 func TestProbes(t *testing.T) {
 	src := wl("ns", "src", "10.9.9.9")
 	src.Locality = &meshv1.Locality{Region: "r1", Zone: "z1"}
-	all := sorted(zoned("a", "z1"), zoned("b", "z2"), zoned("c", "z3"))
+	all := sorted(zoned("a1", "z1"), zoned("a2", "z1"), zoned("b", "z2"), zoned("c", "z3"))
 	svc := &meshv1.Service{LoadBalancing: &meshv1.LoadBalancing{RoutingPreference: []meshv1.LoadBalancing_Scope{REGION, ZONE}, Mode: FAILOVER}}
 	c := newClock()
 	h := NewHealth(HealthConfig{Now: c.now, ProbeInterval: time.Second})
-	// Draws: the probe takes the value given, later draws 0.
-	draw := 2
-	ch := LocalityChooser{IntN: func(n int) int { v := min(draw, n-1); draw = 0; return v }}
+	ch := LocalityChooser{}
 	r := Request{Service: svc, Endpoints: all, Source: src, Health: h}
-	c.advance(time.Second)
-	if got := all[ch.Choose(r)].Workload.GetName(); got != "c" {
-		t.Fatalf("first choice (a probe) = %s, want the drawn endpoint c", got)
+	choose := func() *Endpoint {
+		e := all[ch.Choose(r)]
+		h.Observe(e, ms(1), true, 0)
+		return e
 	}
-	for i := range 10 {
-		draw = 2
-		if got := all[ch.Choose(r)].Workload.GetName(); got != "a" {
-			t.Fatalf("choice %d within the interval = %s, want local a", i, got)
+	// No probe in the first interval: the policy's choice.
+	for range 10 {
+		if z := choose().Locality.GetZone(); z != "z1" {
+			t.Fatalf("before the first probe: %s, want the local z1", z)
 		}
 	}
-	c.advance(time.Second)
-	draw = 1
-	if got := all[ch.Choose(r)].Workload.GetName(); got != "b" {
-		t.Fatalf("choice after the interval = %s, want a probe to b", got)
+	// Each interval, one request to the zone observed least recently: z2
+	// and z3 were never observed, then z2 is the older.
+	for i, want := range []string{"z2", "z3", "z2", "z3"} {
+		c.advance(time.Second)
+		if z := choose().Locality.GetZone(); z != want {
+			t.Fatalf("probe %d went to %s, want %s", i, z, want)
+		}
+		for range 10 {
+			if z := choose().Locality.GetZone(); z != "z1" {
+				t.Fatalf("after probe %d: %s, want the local z1", i, z)
+			}
+		}
 	}
 	// No probes without locality: the policy's own choice is already spread.
 	c.advance(time.Second)
-	draw = 2
 	r.Service = &meshv1.Service{}
-	if got := ch.Choose(r); got != 2 {
-		t.Fatalf("no-locality choice = %d, want the drawn 2", got)
+	draws := LocalityChooser{IntN: func(n int) int { return n - 1 }}
+	if got := draws.Choose(r); got != len(all)-1 {
+		t.Fatalf("no-locality choice = %d, want the drawn %d", got, len(all)-1)
 	}
 }

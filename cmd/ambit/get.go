@@ -157,7 +157,10 @@ namespace "default" unless -n or -A (all namespaces) is given.`,
 						pids = append(pids, fmt.Sprint(c.PID))
 					}
 					status := "Running"
-					if running < len(p.Containers) {
+					switch {
+					case p.Terminating:
+						status = "Terminating"
+					case running < len(p.Containers):
 						status = "Pending"
 					}
 					fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%d\t%s", p.Name, running, len(p.Containers), status, restarts, ageOf(p.Created))

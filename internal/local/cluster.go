@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,15 +41,18 @@ type Cluster struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	netNS   *netns.NS
-	nodeNS  map[string]*netns.NS
-	agents  map[string]*redirect.Agent
-	cpDone  chan struct{}
-	cpAddr  netip.Addr
-	source  *Source
-	zprocs  map[string]*proc
-	vethSeq atomic.Int64
-	control *http.Server
+	netNS  *netns.NS
+	nodeNS map[string]*netns.NS
+	agents map[string]*redirect.Agent
+	cpDone chan struct{}
+	cpAddr netip.Addr
+	source *Source
+	cp     *controlplane.Server
+	// retiring counts background removals of terminating pods.
+	retiring sync.WaitGroup
+	zprocs   map[string]*proc
+	vethSeq  atomic.Int64
+	control  *http.Server
 
 	// reconf serialises configuration changes (apply, delete, label).
 	reconf sync.Mutex
@@ -190,13 +195,24 @@ func (c *Cluster) initState() {
 // not yet shared.
 func (c *Cluster) refreshState() {
 	c.state.Pods = c.state.Pods[:0]
+	// The plan's pods in order, then those terminating.
+	var rts []*podRT
+	inPlan := map[*podRT]bool{}
 	for _, pod := range c.prep.Plan.Pods {
-		rt := c.pods[podKey(pod)]
-		if rt == nil {
-			continue
+		if rt := c.pods[podKey(pod)]; rt != nil {
+			rts = append(rts, rt)
+			inPlan[rt] = true
 		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.pods)) {
+		if rt := c.pods[k]; !inPlan[rt] {
+			rts = append(rts, rt)
+		}
+	}
+	for _, rt := range rts {
 		ps := rt.state
 		ps.Enrolled = rt.enrolled
+		ps.Terminating = rt.terminating
 		ps.Containers = nil
 		for j, ct := range rt.pod.Spec.Containers {
 			cs := ContainerState{Name: ct.Name}
@@ -314,16 +330,17 @@ func (c *Cluster) createNetwork() error {
 	}); err != nil {
 		return err
 	}
-	if err := c.syncServiceProxy(p); err != nil {
+	if err := c.syncServiceProxy(p, nil); err != nil {
 		return err
 	}
 	pods := c.podList()
 	return parallel(len(pods), func(i int) error { return c.createPodNetwork(pods[i]) })
 }
 
-// syncServiceProxy writes every node's Service rules for plan.
-func (c *Cluster) syncServiceProxy(plan *Plan) error {
-	rules := serviceRules(plan.Services, plan.Pods)
+// syncServiceProxy writes every node's Service rules for plan, with the
+// pods of serving as endpoints as well.
+func (c *Cluster) syncServiceProxy(plan *Plan, serving []*corev1.Pod) error {
+	rules := serviceRules(plan.Services, append(slices.Clip(plan.Pods), serving...))
 	return parallel(len(plan.Nodes), func(i int) error {
 		if _, err := netns.Output(c.nodeNS[plan.Nodes[i].Name], rules, "iptables-restore"); err != nil {
 			return fmt.Errorf("node %s: Service rules: %w", plan.Nodes[i].Name, err)
@@ -415,6 +432,7 @@ func (c *Cluster) startControlPlane() error {
 	if err != nil {
 		return err
 	}
+	c.cp = cp
 	c.cpDone = make(chan struct{})
 	go func() {
 		defer close(c.cpDone)
@@ -558,6 +576,7 @@ func (c *Cluster) Close() error {
 		}
 		stopAll(zs)
 		c.cancel()
+		c.retiring.Wait()
 		for _, a := range c.agents {
 			a.Close()
 		}

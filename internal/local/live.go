@@ -97,7 +97,13 @@ func (c *Cluster) reconfigure(next *Prepared) error {
 	prev := c.current()
 	c.stateMu.Lock()
 	running := make(map[string]*podRT, len(c.pods))
+	terminating := map[string]*podRT{} // by name and by address
 	for k, rt := range c.pods {
+		if rt.terminating {
+			terminating[k] = rt
+			terminating[rt.pod.Status.PodIP] = rt
+			continue
+		}
 		running[k] = rt
 	}
 	c.stateMu.Unlock()
@@ -107,7 +113,11 @@ func (c *Cluster) reconfigure(next *Prepared) error {
 		pod *corev1.Pod
 	}
 	var kept []keptPod
-	var added, removed []*podRT
+	// replaced pods keep their name (a bare Pod whose spec changed): they
+	// go before their successor starts. Retired pods (gone from the
+	// configuration, or Deployment pods of an older template) serve until
+	// their successors are ready, as in a rolling update.
+	var added, replaced, retired []*podRT
 	inNext := map[string]bool{}
 	for _, pod := range next.Plan.Pods {
 		k := podKey(pod)
@@ -119,13 +129,13 @@ func (c *Cluster) reconfigure(next *Prepared) error {
 			continue
 		}
 		if rt != nil {
-			removed = append(removed, rt)
+			replaced = append(replaced, rt)
 		}
 		added = append(added, c.newPodRT(pod))
 	}
 	for k, rt := range running {
 		if !inNext[k] {
-			removed = append(removed, rt)
+			retired = append(retired, rt)
 		}
 	}
 	var enrol, unenrol []*podRT
@@ -143,24 +153,30 @@ func (c *Cluster) reconfigure(next *Prepared) error {
 	errs = append(errs, parallel(len(enrol), func(i int) error { return c.enrol(enrol[i]) }))
 
 	// The control plane learns of new pods (not ready: no traffic to them
-	// yet, but their identities may be issued) and forgets removed ones.
+	// yet, but their identities may be issued); retired pods still serve.
 	pending := map[string]bool{}
 	for _, rt := range added {
 		pending[podKey(rt.pod)] = true
 	}
-	c.source.Set(next.Plan.apply(next.Snapshot, pending))
-
-	errs = append(errs, c.syncServiceProxy(next.Plan))
-	// Now that nobody is sent to them: pods leave the mesh or go.
+	var serving []*corev1.Pod
+	for _, rt := range retired {
+		serving = append(serving, rt.pod)
+	}
+	c.source.Set(next.Plan.apply(next.Snapshot, pending, serving))
+	errs = append(errs, c.syncServiceProxy(next.Plan, serving))
+	// Now that nobody is sent to them through a ztunnel, pods leave the mesh.
 	errs = append(errs, parallel(len(unenrol), func(i int) error { return c.unenrol(unenrol[i]) }))
-	errs = append(errs, parallel(len(removed), func(i int) error { return c.removePod(removed[i]) }))
-
-	c.stateMu.Lock()
-	for _, rt := range removed {
-		if c.pods[podKey(rt.pod)] == rt {
-			delete(c.pods, podKey(rt.pod))
+	// A pod still terminating goes now if a new one takes its name or address.
+	for _, rt := range added {
+		for _, k := range []string{podKey(rt.pod), rt.pod.Status.PodIP} {
+			if old := terminating[k]; old != nil {
+				replaced = append(replaced, old)
+			}
 		}
 	}
+	errs = append(errs, parallel(len(replaced), func(i int) error { return c.removePod(replaced[i]) }))
+
+	c.stateMu.Lock()
 	for _, kp := range kept {
 		kp.rt.pod = kp.pod
 	}
@@ -192,14 +208,40 @@ func (c *Cluster) reconfigure(next *Prepared) error {
 	}
 	c.waitListening(added)
 	errs = append(errs, c.waitWaypointPods(added))
-	if len(added) > 0 {
+
+	// The new pods are ready: traffic moves to them, then retired pods go.
+	if len(added) > 0 || len(retired) > 0 {
 		c.source.Set(next.Plan.Apply(next.Snapshot))
+		errs = append(errs, c.syncServiceProxy(next.Plan, nil))
+		if len(retired) > 0 {
+			c.waitProxiesApplied(time.Second)
+		}
 	}
+	c.retire(retired)
 	errs = append(errs, c.saveState())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("the configuration is applied, but: %w", err)
 	}
 	return nil
+}
+
+// waitProxiesApplied waits (at most timeout) until every connected proxy
+// has applied the control plane's current configuration, so that no proxy
+// still sends to a pod about to stop.
+func (c *Cluster) waitProxiesApplied(timeout time.Duration) {
+	v := c.cp.Push().Version()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		behind := false
+		for _, p := range c.cp.Push().Status() {
+			behind = behind || p.AckedVersion < v
+		}
+		if !behind {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.log.Warn("proxies did not apply the configuration in time; stopping retired pods anyway", "version", v)
 }
 
 // sameServices reports whether a and b hold the same Service names and VIPs.

@@ -179,11 +179,13 @@ func newPlan(snap *model.Snapshot, podLabels map[model.Key]map[string]*string, p
 
 // Apply returns a copy of snap holding the planned nodes, the Services with
 // their VIPs and the placed pods: what the control plane is given.
-func (p *Plan) Apply(snap *model.Snapshot) *model.Snapshot { return p.apply(snap, nil) }
+func (p *Plan) Apply(snap *model.Snapshot) *model.Snapshot { return p.apply(snap, nil, nil) }
 
 // apply is Apply with the pods of pending (keys ns/name) not ready yet:
-// they are placed (their identities may be issued) but get no traffic.
-func (p *Plan) apply(snap *model.Snapshot, pending map[string]bool) *model.Snapshot {
+// they are placed (their identities may be issued) but get no traffic; and
+// with the pods of serving as well, which still serve until the pending
+// ones are ready.
+func (p *Plan) apply(snap *model.Snapshot, pending map[string]bool, serving []*corev1.Pod) *model.Snapshot {
 	next := snap.Clone()
 	origin := model.Origin{File: "local cluster"}
 	for _, n := range p.Nodes {
@@ -198,6 +200,9 @@ func (p *Plan) apply(snap *model.Snapshot, pending map[string]bool) *model.Snaps
 			notReady.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
 			pod = &notReady
 		}
+		next.Put(pod, origin)
+	}
+	for _, pod := range serving {
 		next.Put(pod, origin)
 	}
 	return next
@@ -404,6 +409,9 @@ func (p *Plan) placePods(snap *model.Snapshot, podLabels map[model.Key]map[strin
 		before := map[model.Key]*corev1.Pod{}
 		for _, pod := range prev.Pods {
 			before[model.Key{Namespace: pod.Namespace, Name: pod.Name}] = pod
+			// Pods leaving may still serve while new ones start: their
+			// addresses are not given to new pods in this plan.
+			used[netip.MustParseAddr(pod.Status.PodIP)] = true
 		}
 		for i, pod := range pods {
 			old := before[model.Key{Namespace: pod.Namespace, Name: pod.Name}]

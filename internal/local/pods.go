@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,6 +28,11 @@ type podRT struct {
 	ns       *netns.NS
 	procs    []*proc
 	enrolled bool
+	// terminating: the pod is gone from the configuration and serves
+	// what was sent to it before until it is removed.
+	terminating bool
+	removed     sync.Once
+	removeErr   error
 }
 
 func (c *Cluster) newPodRT(pod *corev1.Pod) *podRT {
@@ -185,8 +191,13 @@ func (c *Cluster) waitListening(pods []*podRT) {
 }
 
 // removePod stops the pod's processes, takes it out of its ztunnel and
-// deletes its namespace and files.
+// deletes its namespace and files, once however often it is called.
 func (c *Cluster) removePod(rt *podRT) error {
+	rt.removed.Do(func() { rt.removeErr = c.removeNow(rt) })
+	return rt.removeErr
+}
+
+func (c *Cluster) removeNow(rt *podRT) error {
 	stopAll(rt.procs)
 	var err error
 	if rt.enrolled {
@@ -201,7 +212,44 @@ func (c *Cluster) removePod(rt *podRT) error {
 		err = err1
 	}
 	os.Remove(rt.state.HostsFile)
+	c.stateMu.Lock()
+	if c.pods[podKey(rt.pod)] == rt {
+		delete(c.pods, podKey(rt.pod))
+	}
+	c.stateMu.Unlock()
 	return err
+}
+
+// retireGrace is how long a pod gone from the configuration keeps running
+// after every proxy stopped sending it new requests: what they sent just
+// before completes (Kubernetes gives terminating pods a grace period, and
+// endpoint changes propagate meanwhile, for the same reason).
+const retireGrace = time.Second
+
+// retire marks pods terminating and removes them after retireGrace, in
+// the background: the change that retired them does not wait.
+func (c *Cluster) retire(rts []*podRT) {
+	if len(rts) == 0 {
+		return
+	}
+	c.stateMu.Lock()
+	for _, rt := range rts {
+		rt.terminating = true
+	}
+	c.stateMu.Unlock()
+	c.retiring.Add(1)
+	go func() {
+		defer c.retiring.Done()
+		select {
+		case <-time.After(retireGrace):
+		case <-c.ctx.Done():
+			return // Close removes everything
+		}
+		if err := parallel(len(rts), func(i int) error { return c.removePod(rts[i]) }); err != nil {
+			c.log.Warn("removing terminated pods", "err", err)
+		}
+		c.changed()
+	}()
 }
 
 // hostsFile is /etc/hosts as seen in pod: localhost, the pod itself, and

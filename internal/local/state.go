@@ -78,16 +78,19 @@ type PodState struct {
 	// ServiceAccount names the pod's identity (spiffe://TD/ns/NS/sa/SA).
 	ServiceAccount string `json:"serviceAccount"`
 	// Waypoint is the Gateway (ns/name) this pod is an instance of.
-	Waypoint   string           `json:"waypoint,omitempty"`
-	Node       string           `json:"node"`
-	IP         string           `json:"ip"`
-	NetNS      string           `json:"netns"`
-	HostsFile  string           `json:"hostsFile"`
-	Enrolled   bool             `json:"enrolled"`
-	Log        string           `json:"log"`
-	Env        []string         `json:"env,omitempty"`
-	Containers []ContainerState `json:"containers"`
-	Created    time.Time        `json:"created"`
+	Waypoint  string `json:"waypoint,omitempty"`
+	Node      string `json:"node"`
+	IP        string `json:"ip"`
+	NetNS     string `json:"netns"`
+	HostsFile string `json:"hostsFile"`
+	Enrolled  bool   `json:"enrolled"`
+	// Terminating pods are gone from the configuration and finish what
+	// was sent to them before they are removed.
+	Terminating bool             `json:"terminating,omitempty"`
+	Log         string           `json:"log"`
+	Env         []string         `json:"env,omitempty"`
+	Containers  []ContainerState `json:"containers"`
+	Created     time.Time        `json:"created"`
 }
 
 // ContainerState is one container's process.

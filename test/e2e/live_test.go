@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -56,6 +57,28 @@ func writeManifest(t *testing.T, yaml string) string {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// gone waits until the terminating pods of deployment (those named, or
+// all) are removed, which takes the grace period (about a second).
+func gone(t *testing.T, name, deployment string, pods ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := 0
+		for _, p := range state(t, name).Pods {
+			if p.Deployment == deployment && (len(pods) == 0 || slices.Contains(pods, p.Name)) {
+				left++
+			}
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pods of %s still there 10 s after they were retired", left, deployment)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // within applies f with `ambit apply` and returns how long until ok holds
@@ -188,14 +211,106 @@ func TestLiveApply(t *testing.T) {
 		}
 		mustAmbit(t, "delete", "--name", name, "-f", file)
 		for _, p := range state(t, name).Pods {
-			if p.Deployment == "extra" {
-				t.Errorf("pod %s still there after delete", p.Name)
+			if p.Deployment == "extra" && !p.Terminating {
+				t.Errorf("pod %s still there after delete, not terminating", p.Name)
 			}
 		}
+		gone(t, name, "extra")
 		for _, ns := range extraNS {
 			if slices.Contains(namespacesOf(name), ns) {
 				t.Errorf("namespace %s left after delete", ns)
 			}
+		}
+	})
+	rolled := map[string]bool{}
+	t.Run("changed Deployment rolls without a failed request", func(t *testing.T) {
+		oldV2 := map[string]bool{}
+		for _, p := range state(t, name).Pods {
+			if p.Deployment == "inference-api-v2" {
+				oldV2[p.Name] = true
+			}
+		}
+		// All traffic goes to v2 since the VirtualService subtest.
+		var ok, failed atomic.Int64
+		var firstErr atomic.Value
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if r := answeredBy(t.Context(), hc, base+"/"); strings.HasPrefix(r, "error") {
+						failed.Add(1)
+						firstErr.CompareAndSwap(nil, r)
+					} else {
+						ok.Add(1)
+					}
+				}
+			}()
+		}
+		// The template changes (an environment variable): new pods, new names.
+		b, err := os.ReadFile("../../examples/inference-canary/inference.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v2 string
+		for _, doc := range strings.Split(string(b), "\n---\n") {
+			if strings.Contains(doc, "kind: Deployment") && strings.Contains(doc, "name: inference-api-v2\n") {
+				v2 = doc
+			}
+		}
+		file := writeManifest(t, strings.Replace(v2, `value: "v2"`, `value: "v2-rolled"`, 1))
+		out := mustAmbit(t, "apply", "--name", name, "-f", file)
+		for before := ok.Load(); ok.Load() < before+50; {
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(stop)
+		wg.Wait()
+		t.Logf("%s%d requests answered, %d failed during the rollout", out, ok.Load(), failed.Load())
+		if failed.Load() > 0 {
+			t.Errorf("%d requests failed during the rollout, first: %v", failed.Load(), firstErr.Load())
+			st := state(t, name)
+			cp, _ := os.ReadFile(filepath.Join(local.StateDir(name), "logs", "controlplane.log"))
+			t.Logf("control plane:\n%s", cp[max(0, len(cp)-6000):])
+			files := []string{findPod(t, st, "waypoint").Log}
+			for _, n := range st.Nodes {
+				files = append(files, n.Log)
+			}
+			for _, f := range files {
+				b, _ := os.ReadFile(f)
+				var keep []string
+				for _, l := range strings.Split(string(b), "\n") {
+					if l != "" && !strings.Contains(l, `"response_code":200`) && !strings.Contains(l, "level=INFO") {
+						keep = append(keep, l)
+					}
+				}
+				t.Logf("%s (not OK, not INFO):\n%s", f, strings.Join(keep, "\n"))
+			}
+		}
+		if strings.TrimSpace(out) != "Deployment ai-inference/inference-api-v2 configured" {
+			t.Errorf("apply said:\n%s", out)
+		}
+		gone(t, name, "inference-api-v2", slices.Collect(maps.Keys(oldV2))...)
+		n := 0
+		for _, p := range state(t, name).Pods {
+			if p.Deployment == "inference-api-v2" {
+				n++
+				if oldV2[p.Name] {
+					t.Errorf("pod %s of the old template still runs", p.Name)
+				}
+			}
+		}
+		if n != 3 {
+			t.Errorf("%d v2 pods after the rollout, want 3", n)
+		}
+		for k := range oldV2 {
+			rolled[k] = true
 		}
 	})
 	t.Run("bad manifest changes nothing", func(t *testing.T) {
@@ -208,6 +323,11 @@ func TestLiveApply(t *testing.T) {
 			t.Error("the bad pod was created")
 		}
 	})
+	for k := range before {
+		if rolled[strings.Split(k, "/")[1]] {
+			delete(before, k)
+		}
+	}
 	samePIDs(t, before, state(t, name))
 }
 

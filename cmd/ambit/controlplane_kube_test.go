@@ -2,15 +2,17 @@ package main
 
 import (
 	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/ambit-mesh/ambit/internal/cli"
+	"github.com/ambit-mesh/ambit/internal/install"
 	"github.com/ambit-mesh/ambit/test/kube/kubetest"
 )
 
@@ -22,19 +24,26 @@ func (w testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// `ambit controlplane --source kube` against a real API server, two
-// replicas: the CA root lands in its Secret, the trust bundle in its
+// `ambit controlplane --source kube` against a real API server, with the
+// RBAC ambit install grants it, two replicas: the CA root lands in its Secret, the trust bundle in its
 // ConfigMap; one replica takes the Lease and, as leader, runs the waypoint
 // controller; when it stops, the other takes over and reconciles
 // waypoints from then on.
 func TestControlPlaneKubeCommand(t *testing.T) {
 	c := kubetest.Start(t)
-	c.InstallCRDs(t)
 	cl := c.Clients(t)
 	ctx := context.Background()
-	if _, err := cl.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ambit-system"}}, metav1.CreateOptions{}); err != nil {
+	// What ambit install creates (nothing runs its Deployments here); the
+	// replicas act as its control plane service account, so its RBAC is
+	// what they may do.
+	objs, err := install.Render(install.DefaultOptions())
+	if err != nil {
 		t.Fatal(err)
 	}
+	if err := install.Install(ctx, cl, objs, false, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := c.KubeconfigFor(t, "ambit-system", install.ControlPlaneName)
 	type replica struct {
 		stop func()
 		done chan int
@@ -45,7 +54,7 @@ func TestControlPlaneKubeCommand(t *testing.T) {
 		// The replicas' logs go to the test's log.
 		logs := testLog{t}
 		go func() {
-			r.done <- cli.Main(runCtx, rootCommand(), []string{"controlplane", "--source", "kube", "--kubeconfig", c.Kubeconfig,
+			r.done <- cli.Main(runCtx, rootCommand(), []string{"controlplane", "--source", "kube", "--kubeconfig", kubeconfig,
 				"--ca-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--replica", name}, logs, logs)
 		}()
 		stopped := false
@@ -126,10 +135,13 @@ func TestControlPlaneKubeCommand(t *testing.T) {
 		return holder() == "cp-1"
 	})
 	kubetest.Apply(t, cl, waypoint("after"))
-	kubetest.Eventually(t, time.Minute, "the new leader's waypoint Deployment", func() bool {
+	kubetest.Eventually(t, time.Minute, "the new leader's waypoint Deployment and Gateway status", func() bool {
 		running(second)
-		_, err := cl.Kube.AppsV1().Deployments("default").Get(ctx, "after", metav1.GetOptions{})
-		return err == nil
+		if _, err := cl.Kube.AppsV1().Deployments("default").Get(ctx, "after", metav1.GetOptions{}); err != nil {
+			return false
+		}
+		gw, err := cl.Gateway.GatewayV1().Gateways("default").Get(ctx, "after", metav1.GetOptions{})
+		return err == nil && meta.IsStatusConditionTrue(gw.Status.Conditions, "Accepted")
 	})
 	again, err := cl.Kube.CoreV1().ConfigMaps("ambit-system").Get(ctx, "ambit-root-cert", metav1.GetOptions{})
 	if err != nil || again.Data["root-cert.pem"] != root.Data["root-cert.pem"] {

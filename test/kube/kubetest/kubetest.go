@@ -32,6 +32,9 @@ import (
 	"testing"
 	"time"
 
+	authnv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -279,6 +282,30 @@ func writeECKey(path string) error {
 		return err
 	}
 	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600)
+}
+
+// KubeconfigFor writes a kubeconfig that acts as service account
+// namespace/name (a token from the TokenRequest API, as a pod of that
+// account gets), so a component under test has exactly the permissions its
+// RBAC grants.
+func (c *Cluster) KubeconfigFor(t testing.TB, namespace, name string) string {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	expiry := int64(3600)
+	tr, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token for service account %s/%s: %v", namespace, name, err)
+	}
+	path := filepath.Join(c.Dir, "kubeconfig-"+namespace+"-"+name)
+	if err := writeKubeconfig(path, c.URL, tr.Status.Token); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func writeKubeconfig(path, url, token string) error {

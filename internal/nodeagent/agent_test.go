@@ -5,6 +5,7 @@ package nodeagent_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/ambit-mesh/ambit/internal/install"
+	"github.com/ambit-mesh/ambit/internal/kube"
 	"github.com/ambit-mesh/ambit/internal/netns"
 	"github.com/ambit-mesh/ambit/internal/netns/netnstest"
 	"github.com/ambit-mesh/ambit/internal/nodeagent"
@@ -123,8 +126,24 @@ func TestCNIAndLiveEnrolment(t *testing.T) {
 	}
 	meshPod, plainPod, refusedPod := newPod("mesh", "app"), newPod("plain", "app"), newPod("mesh", "refused")
 
-	// The node agent, and a ztunnel connected to it.
-	agent := &nodeagent.Agent{Clients: cl, NodeName: "node-a", ZtunnelSocket: filepath.Join(dir, "ztunnel.sock"), CNISocket: filepath.Join(dir, "cni.sock")}
+	// The node agent, acting as its service account with the RBAC ambit
+	// install grants it, and a ztunnel connected to it.
+	objs, err := install.Render(install.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := install.Install(ctx, cl, objs, false, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	agentConfig, err := kube.RESTConfig(c.KubeconfigFor(t, "ambit-system", install.NodeAgentName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentClients, err := kube.NewClients(agentConfig, "ambit-nodeagent/node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := &nodeagent.Agent{Clients: agentClients, NodeName: "node-a", ZtunnelSocket: filepath.Join(dir, "ztunnel.sock"), CNISocket: filepath.Join(dir, "cni.sock")}
 	actx, cancel := context.WithCancel(ctx)
 	agentDone := make(chan error, 1)
 	go func() { agentDone <- agent.Run(actx) }()

@@ -48,6 +48,11 @@ type h1Server struct {
 	w      h1Writer
 	remote string
 
+	// Of the request's header fields (Host aside), as received: how many,
+	// and their size as headerSize counts it.
+	nfields     int
+	fieldsBytes int64
+
 	// The request body, read before the handler runs: in the reader's
 	// buffer (discard bytes of it) or in a buffer of its own.
 	body    memBody
@@ -329,6 +334,7 @@ func (sc *h1Server) parse() bool {
 	h := sc.hdr
 	clear(h)
 	vals := sc.vals[:0]
+	sc.nfields, sc.fieldsBytes = 0, 0
 	var host string
 	hosts := 0
 	cl := int64(-1)
@@ -373,6 +379,8 @@ func (sc *h1Server) parse() bool {
 			}
 		}
 		vals = addHeaderValue(h, vals, key, value)
+		sc.nfields++
+		sc.fieldsBytes += int64(len(key) + len(value) + 4)
 	}
 	sc.vals = vals
 	if hosts != 1 || !httpguts.ValidHostHeader(host) || cl > int64(sc.p.limits.BufferBytes) {
@@ -427,7 +435,8 @@ func validMethod(m string) bool {
 func (sc *h1Server) serve() bool {
 	w := &sc.w
 	clear(w.h)
-	*w = h1Writer{sc: sc, bw: sc.bw, h: w.h, isHead: sc.req.Method == http.MethodHead, closeAfter: sc.req.Close}
+	*w = h1Writer{sc: sc, bw: sc.bw, h: w.h, isHead: sc.req.Method == http.MethodHead, closeAfter: sc.req.Close,
+		nfields: sc.nfields, fieldsBytes: sc.fieldsBytes}
 	if !sc.call() {
 		sc.s.Close()
 		return false
@@ -511,6 +520,9 @@ type h1Writer struct {
 	closeAfter  bool
 	hijacked    bool
 	failed      bool // a write to the client failed
+
+	nfields     int // of the request (see h1Server)
+	fieldsBytes int64
 }
 
 func (w *h1Writer) Header() http.Header { return w.h }

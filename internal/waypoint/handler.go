@@ -45,6 +45,12 @@ type exchange struct {
 	respN    int64
 	grpcReq  bool
 
+	nfields     int   // request header fields as received
+	fieldsBytes int64 // and their size
+
+	srcW    *meshv1.Workload // the client's workload (source), once looked up
+	srcDone bool
+
 	// The upstream request of an attempt sent with the synchronous client
 	// (nothing holds it past the attempt).
 	out    http.Request
@@ -59,6 +65,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := exchangePool.Get().(*exchange)
 	*x = exchange{p: p, w: w, r: r, t: tunnelFrom(r.Context()), cfg: p.store.config(), view: p.store.state.View(), start: time.Now(), flags: "-"}
 	x.grpcReq = strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+	// The request's header fields as received (the HTTP/1.1 loop counted
+	// them as it parsed).
+	if hw, ok := w.(*h1Writer); ok {
+		x.nfields, x.fieldsBytes = hw.nfields, hw.fieldsBytes
+	} else {
+		x.nfields, x.fieldsBytes = headerCount(r.Header), headerSize(r.Header)
+	}
 	defer func() {
 		// Also when the handler aborts a broken response (panic
 		// http.ErrAbortHandler), which net/http recovers.
@@ -118,7 +131,7 @@ func (x *exchange) serve() {
 		x.reply(http.StatusRequestURITooLong, "-", "request target too long\n")
 		return
 	}
-	if headerCount(r.Header) > lim.MaxHeaders {
+	if x.nfields > lim.MaxHeaders {
 		x.reply(http.StatusRequestHeaderFieldsTooLarge, "-", "too many request headers\n")
 		return
 	}
@@ -194,7 +207,7 @@ func (x *exchange) serve() {
 // clientNamespace is the client's namespace for consumer routes: its
 // workload's, else its identity's.
 func (x *exchange) clientNamespace() string {
-	if w := x.view.WorkloadByIP(x.t.src); w != nil {
+	if w := x.source(); w != nil {
 		return w.GetNamespace()
 	}
 	return x.t.peer.Namespace
@@ -453,7 +466,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		var st *endpointStats
 		if c != nil {
 			eps := c.endpoints(x.view.Endpoints(dest.GetService()))
-			e = c.pick(eps, &state.Request{Service: x.dstSvc, Port: sp, Source: x.view.WorkloadByIP(x.t.src), Zone: r.Header.Get(destinationZoneHeader)}, hash, hasHash, exclude)
+			e = c.pick(eps, &state.Request{Service: x.dstSvc, Port: sp, Source: x.source(), Zone: r.Header.Get(destinationZoneHeader)}, hash, hasHash, exclude)
 			if e == nil {
 				x.reply(http.StatusServiceUnavailable, "UH", "no healthy upstream")
 				return
@@ -868,7 +881,7 @@ func (x *exchange) finish() {
 	if x.reqBody != nil {
 		reqBody = x.reqBody()
 	}
-	reqBytes := reqBody + headerSize(x.r.Header)
+	reqBytes := reqBody + x.fieldsBytes
 	x.series().Record(d, reqBytes, x.respN)
 	if x.p.access != nil {
 		x.p.access.record(x, d, reqBytes)

@@ -36,7 +36,7 @@ type lastSeries struct {
 func (x *exchange) series() *telemetry.HTTPSeries {
 	var k seriesKey
 	if x.t != nil {
-		k.src = x.view.WorkloadByIP(x.t.src)
+		k.src = x.source()
 	}
 	k.svc = x.dstSvc
 	if k.svc == nil {
@@ -71,4 +71,12 @@ func (x *exchange) series() *telemetry.HTTPSeries {
 		x.t.series.Store(&lastSeries{key: k, s: s})
 	}
 	return s
+}
+
+// source is the client's workload, if it is one (looked up once).
+func (x *exchange) source() *meshv1.Workload {
+	if !x.srcDone {
+		x.srcW, x.srcDone = x.view.WorkloadByIP(x.t.src), true
+	}
+	return x.srcW
 }

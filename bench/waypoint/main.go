@@ -348,6 +348,7 @@ func run(ctx context.Context) error {
 			return err
 		}
 	}
+	cpCancel() // before its manifests go
 	return os.RemoveAll(work)
 }
 

@@ -37,6 +37,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/ambit-mesh/ambit/internal/ca"
+	"github.com/ambit-mesh/ambit/internal/install"
 	"github.com/ambit-mesh/ambit/internal/kube"
 	"github.com/ambit-mesh/ambit/internal/netns"
 	"github.com/ambit-mesh/ambit/internal/netns/netnstest"
@@ -330,8 +331,16 @@ func newCluster(t *testing.T, extra ...string) (c *cluster, a, b *node, binDir s
 		t.Skip("CNI reference plugins missing (apt-get install containernetworking-plugins)")
 	}
 	k := kubetest.Start(t)
-	k.InstallCRDs(t)
-	c = &cluster{t: t, cl: k.Clients(t), dir: t.TempDir(), nodes: map[string]*node{}, kubeconfig: k.Kubeconfig}
+	c = &cluster{t: t, cl: k.Clients(t), dir: t.TempDir(), nodes: map[string]*node{}}
+	// What ambit install creates: CRDs, namespace, service accounts, RBAC
+	// (its Deployment and DaemonSets stay unscheduled: the test runs their
+	// processes itself). The control plane acts as its service account.
+	objs, err := install.Render(install.DefaultOptions())
+	must(t, err)
+	ictx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	must(t, install.Install(ictx, c.cl, objs, false, io.Discard))
+	c.kubeconfig = k.KubeconfigFor(t, "ambit-system", install.ControlPlaneName)
 
 	binDir = filepath.Join(c.dir, "bin")
 	must(t, os.MkdirAll(binDir, 0o755))
@@ -340,7 +349,6 @@ func newCluster(t *testing.T, extra ...string) (c *cluster, a, b *node, binDir s
 	for _, p := range []string{"bridge", "host-local"} {
 		must(t, os.Symlink(filepath.Join("/usr/lib/cni", p), filepath.Join(binDir, p)))
 	}
-	kubetest.Apply(t, c.cl, nsObj("ambit-system", nil), saObj("ambit-system", "ztunnel"))
 	c.startControlPlane()
 	t.Cleanup(func() {
 		c.cpStop()

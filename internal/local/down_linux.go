@@ -59,16 +59,7 @@ func Down(name string, logf func(format string, args ...any)) (found bool, err e
 				syscall.Kill(st.Supervisor, syscall.SIGKILL)
 			}
 		}
-		var pids []int
-		for _, n := range st.Nodes {
-			pids = append(pids, n.ZtunnelPID)
-		}
-		for _, p := range st.Pods {
-			for _, c := range p.Containers {
-				pids = append(pids, c.PID)
-			}
-		}
-		for _, pid := range pids {
+		for _, pid := range st.ProcessIDs() {
 			if pid > 1 && pid != os.Getpid() && pidAlive(pid) {
 				syscall.Kill(-pid, syscall.SIGKILL)
 				syscall.Kill(pid, syscall.SIGKILL)

@@ -109,6 +109,21 @@ type ServiceState struct {
 	Created   time.Time `json:"created"`
 }
 
+// ProcessIDs lists the processes the state names: ztunnels and every
+// container's (not the supervisor).
+func (s *State) ProcessIDs() []int {
+	var pids []int
+	for _, n := range s.Nodes {
+		pids = append(pids, n.ZtunnelPID)
+	}
+	for _, p := range s.Pods {
+		for _, c := range p.Containers {
+			pids = append(pids, c.PID)
+		}
+	}
+	return pids
+}
+
 // ErrNotRunning is returned by LoadState when the cluster has no state.
 var ErrNotRunning = errors.New("not running")
 

@@ -307,16 +307,7 @@ func assertGone(t *testing.T, name string, st *local.State, rulesBefore []string
 	if ns := namespacesOf(name); len(ns) > 0 {
 		t.Errorf("namespaces left: %v", ns)
 	}
-	pids := []int{st.Supervisor}
-	for _, n := range st.Nodes {
-		pids = append(pids, n.ZtunnelPID)
-	}
-	for _, p := range st.Pods {
-		for _, c := range p.Containers {
-			pids = append(pids, c.PID)
-		}
-	}
-	for _, pid := range pids {
+	for _, pid := range append(st.ProcessIDs(), st.Supervisor) {
 		if alive(pid) {
 			t.Errorf("process %d still alive", pid)
 		}

@@ -41,12 +41,14 @@ func upCommand() *cli.Command {
 cluster, its nodes and pods (no link to the host's network); the control
 plane; a ztunnel per node with its node agent; the workloads from the
 manifests' Deployments and Pods, each container's command run inside its
-pod's namespace (restarted with backoff when it exits). Service names
-resolve in pods through /etc/hosts.
+pod's namespace (restarted with backoff when it exits); a waypoint pod per
+Gateway of class istio-waypoint. Service names resolve in pods through
+/etc/hosts.
 
 In the foreground, Ctrl-C tears everything down; with --detach it returns
-once the mesh is ready and 'ambit down' removes it. State, logs and sockets
-live in /run/ambit/NAME.`,
+once the mesh is ready and 'ambit down' removes it. While it runs, 'ambit
+apply', 'ambit delete' and 'ambit label' change it live. State, logs and
+sockets live in /run/ambit/NAME.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.Var(&files, "f", "manifest file or directory (repeatable)")
 			fs.StringVar(&name, "name", "ambit", "cluster name")

@@ -6,6 +6,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -146,7 +147,7 @@ func objects(o Options) []any {
 			Spec: corev1.PodSpec{
 				ServiceAccountName: ControlPlaneName,
 				Containers: []corev1.Container{{
-					Name: "controlplane", Image: o.Image, Command: []string{"/ambit"},
+					Name: "controlplane", Image: o.Image, Command: []string{"/ambit"}, Resources: requests("100m", "256Mi"),
 					Args: []string{"controlplane", "--source", "kube", "--namespace", ns, "--trust-domain", o.TrustDomain,
 						"--ca-dir", "/var/lib/ambit/ca", "--node-service-accounts", ns + "/" + ZtunnelName, "--waypoint-image", o.Image},
 					Env:   []corev1.EnvVar{fieldEnv("POD_NAME", "metadata.name"), fieldEnv("POD_NAMESPACE", "metadata.namespace")},
@@ -180,7 +181,7 @@ func objects(o Options) []any {
 				PriorityClassName:  "system-node-critical",
 				Tolerations:        everywhere,
 				Containers: []corev1.Container{{
-					Name: "ztunnel", Image: o.Image, Command: []string{"/ztunnel"},
+					Name: "ztunnel", Image: o.Image, Command: []string{"/ztunnel"}, Resources: requests("100m", "128Mi"),
 					Args: []string{"--control-plane", cpAddr, "--trust-domain", o.TrustDomain,
 						"--token-file", "/var/run/secrets/tokens/ambit-token", "--root-cert", "/var/run/ambit-root/root-cert.pem",
 						"--agent-socket", "/var/run/ambit/ztunnel.sock"},
@@ -219,7 +220,7 @@ func objects(o Options) []any {
 				HostNetwork: true,
 				DNSPolicy:   corev1.DNSClusterFirstWithHostNet,
 				Containers: []corev1.Container{{
-					Name: "node-agent", Image: o.Image, Command: []string{"/ambit"},
+					Name: "node-agent", Image: o.Image, Command: []string{"/ambit"}, Resources: requests("20m", "64Mi"),
 					Args: []string{"nodeagent", "--cni-bin-dir", "/host/opt/cni/bin", "--cni-conf-dir", "/host/etc/cni/net.d",
 						"--ztunnel-socket", "/var/run/ambit/ztunnel.sock", "--cni-socket", "/var/run/ambit/cni.sock"},
 					Env: []corev1.EnvVar{fieldEnv("NODE_NAME", "spec.nodeName")},
@@ -255,3 +256,12 @@ func objects(o Options) []any {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// requests reserves what a component needs to be scheduled where it can
+// run; no limits: a proxy throttled or killed under load fails the
+// traffic of every pod it serves (the ztunnel sizes its memory use to a
+// limit an operator sets, see --memory-limit).
+func requests(cpu, memory string) corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{Requests: corev1.ResourceList{
+		corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(memory)}}
+}

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -145,6 +146,10 @@ func (c *Controller) waypointObjects(g *gatewayv1.Gateway) []any {
 					ServiceAccountName: g.Name,
 					Containers: []corev1.Container{{
 						Name: "waypoint", Image: c.Image, Command: c.Command,
+						// Requests only, as for the node proxies: a throttled
+						// waypoint fails every request through it.
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+							corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}},
 						Args: []string{"--control-plane", c.ControlPlane, "--trust-domain", c.TrustDomain, "--gateway", g.Name, "--service-account", g.Name,
 							"--token-file", "/var/run/secrets/tokens/ambit-token", "--root-cert", "/var/run/ambit-root/root-cert.pem"},
 						Env: []corev1.EnvVar{

@@ -46,6 +46,10 @@ type HealthConfig struct {
 	MaxEjectionPercent int
 	// Now is the clock (default time.Now); tests inject one.
 	Now func() time.Time
+	// Event, if set, is told of changes: "zone degraded" and "zone
+	// recovered" (region, zone, ewma, best) and "endpoint ejected" (uid,
+	// for). Called synchronously: keep it short (a log line).
+	Event func(msg string, args ...any)
 }
 
 func (c *HealthConfig) defaults() {
@@ -216,7 +220,7 @@ func (h *Health) Observe(e *Endpoint, latency time.Duration, ok bool, n int) {
 	now := h.cfg.Now()
 	st := h.ep(e.Workload.GetUid())
 	if !ok {
-		h.fail(st, now, n)
+		h.fail(e.Workload.GetUid(), st, now, n)
 		return
 	}
 	st.consecFail.Store(0)
@@ -274,16 +278,18 @@ func (h *Health) reassess(now time.Time) {
 			if z.ewma > h.cfg.Factor*best+floor {
 				z.since = now
 				z.degraded.Store(true)
+				h.event("zone degraded", "region", z.region, "zone", z.zone, "ewma", time.Duration(z.ewma), "best", time.Duration(best))
 			}
 			continue
 		}
 		if z.ewma <= h.cfg.FailBackFactor*best+floor && now.Sub(z.since) >= h.cfg.HoldDown {
 			z.degraded.Store(false)
+			h.event("zone recovered", "region", z.region, "zone", z.zone, "ewma", time.Duration(z.ewma), "best", time.Duration(best))
 		}
 	}
 }
 
-func (h *Health) fail(st *endpointStat, now time.Time, n int) {
+func (h *Health) fail(uid string, st *endpointStat, now time.Time, n int) {
 	if int(st.consecFail.Add(1)) < h.cfg.EjectAfter {
 		return
 	}
@@ -311,6 +317,13 @@ func (h *Health) fail(st *endpointStat, now time.Time, n int) {
 	d = min(d, h.cfg.MaxEjection)
 	st.ejectedUntil.Store(nowNs + int64(d))
 	st.consecFail.Store(0)
+	h.event("endpoint ejected", "uid", uid, "for", d)
+}
+
+func (h *Health) event(msg string, args ...any) {
+	if h.cfg.Event != nil {
+		h.cfg.Event(msg, args...)
+	}
 }
 
 // gc forgets endpoints not observed for ten minutes (pods that went away).

@@ -3,6 +3,7 @@ package waypoint
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -210,6 +211,9 @@ type clusters struct {
 	noServedZone bool
 	// now is the clock of the clusters' health (tests); nil: time.Now.
 	now func() time.Time
+	// log, if set, receives the health's events (zones degraded and
+	// recovered, endpoints ejected).
+	log *slog.Logger
 }
 
 func (cs *clusters) get(key string, tp *trafficPolicy, subset *subsetPolicy) *cluster {
@@ -219,7 +223,12 @@ func (cs *clusters) get(key string, tp *trafficPolicy, subset *subsetPolicy) *cl
 			return c
 		}
 	}
-	c := &cluster{key: key, tp: tp, subset: subset, health: lb.NewHealth(healthConfig(tp, cs.now))}
+	hc := healthConfig(tp, cs.now)
+	if cs.log != nil {
+		log := cs.log.With("destination", key)
+		hc.Event = func(msg string, args ...any) { log.Info(msg, args...) }
+	}
+	c := &cluster{key: key, tp: tp, subset: subset, health: lb.NewHealth(hc)}
 	if tp.maxConnections > 0 {
 		c.slots = make(chan struct{}, tp.maxConnections)
 	}

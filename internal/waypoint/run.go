@@ -111,6 +111,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	proxy.clusters.noServedZone = cfg.NoServedZoneHeader
+	proxy.clusters.log = log.With("component", "lb")
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
 	go config.Run(runCtx)

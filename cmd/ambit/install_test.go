@@ -13,7 +13,8 @@ import (
 )
 
 // `ambit install --dry-run` against a real API server: every manifest is
-// accepted by server-side dry run, nothing is created; -o yaml prints them.
+// accepted by server-side dry run, nothing is created; with -o yaml the
+// manifests are printed too.
 func TestInstallDryRunCommand(t *testing.T) {
 	c := kubetest.Start(t)
 	var out, errb bytes.Buffer
@@ -30,8 +31,10 @@ func TestInstallDryRunCommand(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if code := cli.Main(context.Background(), rootCommand(), []string{"install", "-o", "yaml", "--skip-crds"}, &out, &errb); code != 0 {
-		t.Fatalf("-o yaml: exit %d: %s", code, errb.String())
+	// --dry-run -o yaml: the manifests on stdout, each also checked by the
+	// API server (progress on stderr).
+	if code := cli.Main(context.Background(), rootCommand(), []string{"install", "--dry-run", "-o", "yaml", "--skip-crds", "--kubeconfig", c.Kubeconfig}, &out, &errb); code != 0 {
+		t.Fatalf("--dry-run -o yaml: exit %d: %s", code, errb.String())
 	}
 	docs := strings.Split(out.String(), "---\n")
 	kinds := map[string]int{}
@@ -43,6 +46,6 @@ func TestInstallDryRunCommand(t *testing.T) {
 		kinds[m.Kind]++
 	}
 	if kinds["DaemonSet"] != 2 || kinds["Deployment"] != 1 || kinds["CustomResourceDefinition"] != 0 {
-		t.Errorf("-o yaml --skip-crds kinds: %v", kinds)
+		t.Errorf("--dry-run -o yaml --skip-crds kinds: %v", kinds)
 	}
 }

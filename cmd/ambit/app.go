@@ -79,6 +79,7 @@ unless given. One log line per request.`,
 			fs.StringVar(&opts.Namespace, "namespace", "", "namespace to report (default $POD_NAMESPACE)")
 			fs.StringVar(&opts.Version, "version", "", "version to report (default $SERVICE_VERSION)")
 			fs.DurationVar(&delay, "delay", 0, "delay every HTTP and gRPC answer by this much")
+			fs.StringVar(&opts.DelayFile, "delay-file", "", "file holding a further delay (e.g. 300ms), re-read when it changes: slow a running backend down and back")
 		},
 		Run: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {

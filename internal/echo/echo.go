@@ -44,7 +44,12 @@ type Options struct {
 	Pod, Namespace, Version, Zone string
 	// Delay added to every HTTP and gRPC answer (a per-request ?delay= adds to it).
 	Delay time.Duration
-	Log   *slog.Logger
+	// DelayFile, if set, names a file holding a further delay ("300ms"):
+	// checked on every answer and re-read when it changes, so a backend
+	// can be made slow and fast again while it runs (the zonal
+	// experiment's degraded zone). Missing or empty: nothing added.
+	DelayFile string
+	Log       *slog.Logger
 }
 
 // FromEnv fills identity fields from the pod environment where unset.
@@ -90,6 +95,41 @@ type Server struct {
 	http      []*http.Server
 	grpc      []*grpc.Server
 	wg        sync.WaitGroup
+
+	fileMu    sync.Mutex
+	fileStamp string // size and mtime the delay was read at
+	fileDelay time.Duration
+}
+
+// delayFromFile is Options.DelayFile's delay now.
+func (s *Server) delayFromFile() time.Duration {
+	if s.opts.DelayFile == "" {
+		return 0
+	}
+	stamp := ""
+	if fi, err := os.Stat(s.opts.DelayFile); err == nil {
+		stamp = fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
+	}
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	if stamp == s.fileStamp {
+		return s.fileDelay
+	}
+	s.fileStamp, s.fileDelay = stamp, 0
+	if stamp == "" {
+		return 0
+	}
+	b, err := os.ReadFile(s.opts.DelayFile)
+	if v := strings.TrimSpace(string(b)); err == nil && v != "" {
+		d, perr := time.ParseDuration(v)
+		if perr != nil || d < 0 {
+			s.opts.Log.Warn("delay file: want a duration such as 300ms; no delay", "file", s.opts.DelayFile, "content", v)
+			return 0
+		}
+		s.fileDelay = d
+	}
+	s.opts.Log.Info("delay file read", "file", s.opts.DelayFile, "delay", s.fileDelay.String())
+	return s.fileDelay
 }
 
 // Start opens every listener; an error means none is left open.
@@ -169,7 +209,7 @@ func (s *Server) Close() {
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	code := http.StatusOK
-	delay := s.opts.Delay
+	delay := s.opts.Delay + s.delayFromFile()
 	if d := r.URL.Query().Get("delay"); d != "" {
 		extra, err := time.ParseDuration(d)
 		if err != nil {
@@ -260,7 +300,7 @@ type grpcEcho struct {
 }
 
 func (g *grpcEcho) answer(ctx context.Context, method string, req *echov1.EchoRequest) (*echov1.EchoResponse, error) {
-	delay := g.s.opts.Delay + time.Duration(req.GetDelayMs())*time.Millisecond
+	delay := g.s.opts.Delay + g.s.delayFromFile() + time.Duration(req.GetDelayMs())*time.Millisecond
 	if delay > 0 {
 		select {
 		case <-time.After(delay):

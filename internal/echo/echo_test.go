@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -155,5 +156,51 @@ func TestTCPEchoWithHalfClose(t *testing.T) {
 	got, err := io.ReadAll(c)
 	if err != nil || !bytes.Equal(got, payload) {
 		t.Fatalf("echoed %d bytes (err %v), want the same %d bytes back", len(got), err, len(payload))
+	}
+}
+
+func TestDelayFile(t *testing.T) {
+	file := t.TempDir() + "/delay"
+	s, err := Start(Options{HTTPPorts: []int{0}, Host: "127.0.0.1", DelayFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	write := func(v string) {
+		if err := os.WriteFile(file, []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, step := range []struct {
+		content string // "-": remove the file
+		want    time.Duration
+	}{
+		{"-", 0},
+		{"80ms\n", 80 * time.Millisecond},
+		{"0s", 0},
+		{"300ms", 300 * time.Millisecond},
+		{"soon", 0},
+		{"", 0},
+		{"-", 0},
+	} {
+		if step.content == "-" {
+			os.Remove(file)
+		} else {
+			write(step.content)
+		}
+		if got := s.delayFromFile(); got != step.want {
+			t.Errorf("file %q: delay %v, want %v", step.content, got, step.want)
+		}
+	}
+	// A running server answers late once the file says so.
+	write("80ms\n")
+	began := time.Now()
+	resp, err := http.Get("http://" + s.Addrs()[0].String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if d := time.Since(began); d < 80*time.Millisecond {
+		t.Errorf("answered in %v with an 80ms delay file", d)
 	}
 }

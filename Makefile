@@ -50,4 +50,4 @@ image:
 # The Kubernetes tests alone (a real kube-apiserver, built once and cached, and etcd).
 kube-test:
 	$(GO) test -count=1 ./internal/kube/... ./internal/ca/... ./internal/waypointctl/... ./internal/nodeagent/... ./internal/install/... ./internal/cni/... ./test/kube/...
-	$(GO) test -count=1 -run 'ControlPlaneKube|InstallDryRun' ./cmd/ambit/
+	$(GO) test -count=1 -run 'ControlPlaneKube|InstallDryRun|OnKubernetes' ./cmd/ambit/

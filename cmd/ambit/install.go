@@ -34,11 +34,17 @@ func (f *installFlags) register(fs *flag.FlagSet) {
 }
 
 func (f *installFlags) clients() (*kube.Clients, error) {
-	cfg, err := kube.RESTConfig(f.kubeconfig)
+	return kubeClients(f.kubeconfig, "ambit-install")
+}
+
+// kubeClients connects to the API server of kubeconfig (default
+// $KUBECONFIG, else in-cluster) as userAgent.
+func kubeClients(kubeconfig, userAgent string) (*kube.Clients, error) {
+	cfg, err := kube.RESTConfig(kubeconfig)
 	if err != nil {
 		return nil, err
 	}
-	return kube.NewClients(cfg, "ambit-install")
+	return kube.NewClients(cfg, userAgent)
 }
 
 func installCommand() *cli.Command {

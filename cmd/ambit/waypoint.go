@@ -12,8 +12,13 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
 	"github.com/ambit-mesh/ambit/internal/cli"
 	"github.com/ambit-mesh/ambit/internal/config"
+	"github.com/ambit-mesh/ambit/internal/kube"
 	"github.com/ambit-mesh/ambit/internal/local"
 	"github.com/ambit-mesh/ambit/internal/model"
 	"github.com/ambit-mesh/ambit/internal/translate"
@@ -21,7 +26,8 @@ import (
 
 // waypointCommand manages waypoint Gateways as istioctl waypoint does.
 func waypointCommand() *cli.Command {
-	var namespace, name, trafficFor string
+	var namespace, name, trafficFor, kubeconfig string
+	var enroll bool
 	var dirs cli.StringList
 	common := func(fs *flag.FlagSet) {
 		fs.StringVar(&namespace, "n", "default", "namespace of the waypoint")
@@ -35,6 +41,7 @@ func waypointCommand() *cli.Command {
 		return func(fs *flag.FlagSet) {
 			register(fs)
 			fs.Var(&dirs, "f", "manifest directory the control plane watches ('ambit controlplane -f DIR')")
+			fs.StringVar(&kubeconfig, "kubeconfig", "", "a cluster's kubeconfig: apply to or delete from its Kubernetes API instead of -f DIR")
 		}
 	}
 	checkFor := func() error {
@@ -46,7 +53,7 @@ func waypointCommand() *cli.Command {
 	}
 	oneDir := func() (string, error) {
 		if len(dirs) != 1 {
-			return "", cli.Usagef("give the manifest directory the control plane watches with -f DIR (applying to a cluster started with 'ambit up' needs 'ambit apply', which the local cluster does not offer yet)")
+			return "", cli.Usagef("give the manifest directory the control plane watches with -f DIR, or a Kubernetes cluster with --kubeconfig FILE (applying to a cluster started with 'ambit up' needs 'ambit apply', which the local cluster does not offer yet)")
 		}
 		st, err := os.Stat(dirs[0])
 		if err != nil || !st.IsDir() {
@@ -81,15 +88,26 @@ running bin/waypoint under service account NAME) and configures it.`,
 			},
 			{
 				Name:  "apply",
-				Usage: "-f DIR [-n NAMESPACE] [--name NAME] [--for service|workload|all|none]",
-				Short: "Add a waypoint to the manifests the control plane watches",
+				Usage: "-f DIR|--kubeconfig FILE [-n NAMESPACE] [--name NAME] [--for service|workload|all|none] [--enroll-namespace]",
+				Short: "Add a waypoint to the manifests the control plane watches, or to a Kubernetes cluster",
 				Long: `Write the waypoint's Gateway to DIR/waypoint-NAMESPACE-NAME.yaml, where
-'ambit controlplane -f DIR' picks it up. Bind traffic to it with the label
-istio.io/use-waypoint=NAME on a Namespace, Service or Pod.`,
-				Flags: withDir(withFor),
+'ambit controlplane -f DIR' picks it up; with --kubeconfig, apply it to
+that cluster, whose control plane deploys the waypoint. Bind traffic to it
+with the label istio.io/use-waypoint=NAME on a Namespace, Service or Pod
+(--enroll-namespace labels the namespace, on a cluster).`,
+				Flags: withDir(func(fs *flag.FlagSet) {
+					withFor(fs)
+					fs.BoolVar(&enroll, "enroll-namespace", false, "label the namespace istio.io/use-waypoint=NAME (with --kubeconfig)")
+				}),
 				Run: func(ctx context.Context, args []string) error {
 					if err := checkFor(); err != nil {
 						return err
+					}
+					if kubeconfig != "" {
+						return applyWaypointToCluster(ctx, kubeconfig, waypointGateway(namespace, name, trafficFor), namespace, name, enroll)
+					}
+					if enroll {
+						return cli.Usagef("--enroll-namespace needs --kubeconfig (with -f, add the label to the Namespace's manifest)")
 					}
 					dir, err := oneDir()
 					if err != nil {
@@ -110,10 +128,13 @@ istio.io/use-waypoint=NAME on a Namespace, Service or Pod.`,
 			},
 			{
 				Name:  "delete",
-				Usage: "-f DIR [-n NAMESPACE] [--name NAME]",
+				Usage: "-f DIR|--kubeconfig FILE [-n NAMESPACE] [--name NAME]",
 				Short: "Remove a waypoint that 'ambit waypoint apply' added",
 				Flags: withDir(common),
 				Run: func(ctx context.Context, args []string) error {
+					if kubeconfig != "" {
+						return deleteWaypointFromCluster(ctx, kubeconfig, namespace, name)
+					}
 					dir, err := oneDir()
 					if err != nil {
 						return err
@@ -207,4 +228,50 @@ func orNone(l []string) string {
 		return "<none>"
 	}
 	return strings.Join(l, ",")
+}
+
+// applyWaypointToCluster server-side applies the waypoint's Gateway and,
+// with enroll, labels its namespace to use it.
+func applyWaypointToCluster(ctx context.Context, kubeconfig, doc, namespace, name string, enroll bool) error {
+	cl, err := kubeClients(kubeconfig, "ambit-waypoint")
+	if err != nil {
+		return err
+	}
+	objs, err := kube.DecodeManifests("waypoint", []byte(doc))
+	if err != nil {
+		return err
+	}
+	if enroll {
+		// Only the label: server-side apply leaves the namespace's other
+		// labels to their owners.
+		objs = append(objs, &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
+			"metadata": map[string]any{"name": namespace, "labels": map[string]any{"istio.io/use-waypoint": name}}}})
+	}
+	a := cl.NewApplier("ambit-waypoint")
+	for _, o := range objs {
+		if _, err := a.Apply(ctx, o, false); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(cli.Stdout, "waypoint %s/%s applied\n", namespace, name)
+	if enroll {
+		fmt.Fprintf(cli.Stdout, "namespace %s labelled istio.io/use-waypoint=%s\n", namespace, name)
+	}
+	return nil
+}
+
+func deleteWaypointFromCluster(ctx context.Context, kubeconfig, namespace, name string) error {
+	cl, err := kubeClients(kubeconfig, "ambit-waypoint")
+	if err != nil {
+		return err
+	}
+	err = cl.Gateway.GatewayV1().Gateways(namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("no waypoint %s/%s in the cluster", namespace, name)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cli.Stdout, "waypoint %s/%s deleted\n", namespace, name)
+	return nil
 }

@@ -42,6 +42,22 @@ func (d directCA) CreateCertificate(ctx context.Context, req *meshv1.Certificate
 	return &meshv1.CertificateResponse{CertChain: issued.ChainPEM(), TrustBundle: d.ca.TrustBundlePEM()}, nil
 }
 
+// testCertificates is a waypoint's certificate source backed by a new CA,
+// closed at the end of the test.
+func testCertificates(tb testing.TB) *identity.Manager {
+	tb.Helper()
+	authority, err := ca.New(ca.Options{TrustDomain: "cluster.local"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	certs, err := identity.NewManager(identity.Options{Client: directCA{authority}, Bundle: identity.NewBundle(authority.TrustBundle())})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(certs.Close)
+	return certs
+}
+
 type benchPath struct {
 	client *http.Client
 	close  func()
@@ -62,21 +78,13 @@ func startBenchPath(tb testing.TB, h2c bool) *benchPath { return startBenchPathW
 // HBONE, transports and endpoint), the yardstick the issue quotes.
 func startBenchPathWith(tb testing.TB, h2c, reverseProxy bool) *benchPath {
 	tb.Helper()
-	authority, err := ca.New(ca.Options{TrustDomain: "cluster.local"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	certs, err := identity.NewManager(identity.Options{Client: directCA{authority}, Bundle: identity.NewBundle(authority.TrustBundle())})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	certs := testCertificates(tb)
 	var closers []func()
 	cleanup := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}
 	}
-	closers = append(closers, certs.Close)
 
 	// Backend: an HBONE server (the destination ztunnel's job) whose tunnels
 	// carry HTTP to a 1 KiB handler.
@@ -278,15 +286,7 @@ func BenchmarkRouteSelect(b *testing.B) {
 
 // The plaintext listener exists for benchmarks on loopback only.
 func TestServePlainLoopbackOnly(t *testing.T) {
-	authority, err := ca.New(ca.Options{TrustDomain: "cluster.local"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certs, err := identity.NewManager(identity.Options{Client: directCA{authority}, Bundle: identity.NewBundle(authority.TrustBundle())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer certs.Close()
+	certs := testCertificates(t)
 	p, err := New(Options{Identity: benchWaypoint, Store: NewStore("shop/waypoint"), Certificates: certs})
 	if err != nil {
 		t.Fatal(err)
@@ -312,15 +312,7 @@ type plainHop struct {
 
 func startPlainHop(tb testing.TB, backend http.Handler, lim Limits) *plainHop {
 	tb.Helper()
-	authority, err := ca.New(ca.Options{TrustDomain: "cluster.local"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	certs, err := identity.NewManager(identity.Options{Client: directCA{authority}, Bundle: identity.NewBundle(authority.TrustBundle())})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(certs.Close)
+	certs := testCertificates(tb)
 	srv := &http.Server{Handler: backend}
 	bl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

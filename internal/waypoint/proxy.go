@@ -510,9 +510,16 @@ func parseUpstreamHost(addr string) (netip.AddrPort, netip.Addr, error) {
 	return netip.AddrPortFrom(dst, uint16(pn)), src, nil
 }
 
+// errGoneEndpoint: the endpoint is no workload of the mesh any more.
+var errGoneEndpoint = errors.New("waypoint: endpoint is no longer a workload of the mesh")
+
 // dialUpstream connects to an endpoint: over HBONE to its ztunnel when it is
 // in the mesh (with the waypoint's identity, the original source in
-// Forwarded and the source's baggage), else directly.
+// Forwarded and the source's baggage), directly only when its workload is
+// pushed as outside the mesh. The connection attempt is bounded by the dial
+// timeout: an address nothing answers for (a pod whose network is gone)
+// makes the attempt fail, and the retry policy or a 503 follow, instead of
+// the request waiting as long as the kernel retries SYNs.
 func (p *Proxy) dialUpstream(ctx context.Context, _, addr string) (net.Conn, error) {
 	dst, src, err := parseUpstreamHost(addr)
 	if err != nil {
@@ -520,7 +527,17 @@ func (p *Proxy) dialUpstream(ctx context.Context, _, addr string) (net.Conn, err
 	}
 	view := p.store.state.View()
 	w := view.WorkloadByIP(dst.Addr())
-	if w == nil || w.GetTunnelProtocol() != meshv1.TunnelProtocol_HBONE {
+	if w == nil {
+		// Every endpoint is a workload, so the endpoint left the mesh after
+		// the request chose it from an older view (a pod removed in a
+		// rollout). Its protocol is unknown: plaintext could reach a pod
+		// being torn down, which refuses it or never answers. Failing now
+		// lets the retry policy pick another endpoint.
+		return nil, fmt.Errorf("%w: %s", errGoneEndpoint, dst)
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.dialTimeout)
+	defer cancel()
+	if w.GetTunnelProtocol() != meshv1.TunnelProtocol_HBONE {
 		return p.dial(ctx, "tcp", dst.String())
 	}
 	t := hbone.Target{

@@ -9,8 +9,10 @@ import (
 	"time"
 
 	istioinformers "istio.io/client-go/pkg/informers/externalversions"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
@@ -46,6 +48,11 @@ type Source struct {
 	pending map[model.Ref]any // slimmed object, or nil for a deletion
 	wake    chan struct{}
 }
+
+// selectorlessSlices selects the EndpointSlices the EndpointSlice
+// controller does not manage: those of Services without a selector
+// (written by users, or mirrored from Endpoints).
+const selectorlessSlices = discoveryv1.LabelManagedBy + "!=endpointslice-controller.k8s.io"
 
 // watched is one informer and the model kind it fills.
 type watched struct {
@@ -240,6 +247,12 @@ func watchErrorLogger(log *slog.Logger, gvr string) cache.WatchErrorHandlerWithC
 func (s *Source) informers(resync time.Duration) []watched {
 	c := s.Clients
 	core := informers.NewSharedInformerFactory(c.Kube, resync)
+	// Only the EndpointSlices of Services without a selector matter (see
+	// translate): the EndpointSlice controller's, one set per Service with
+	// a selector and most of them, are never fetched.
+	slices := informers.NewSharedInformerFactoryWithOptions(c.Kube, resync, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = selectorlessSlices
+	}))
 	gw := gatewayinformers.NewSharedInformerFactory(c.Gateway, resync)
 	is := istioinformers.NewSharedInformerFactory(c.Istio, resync)
 	return []watched{
@@ -247,7 +260,7 @@ func (s *Source) informers(resync time.Duration) []watched {
 		{model.KindNode, "v1/nodes", core.Core().V1().Nodes().Informer()},
 		{model.KindPod, "v1/pods", core.Core().V1().Pods().Informer()},
 		{model.KindService, "v1/services", core.Core().V1().Services().Informer()},
-		{model.KindEndpointSlice, "discovery.k8s.io/v1/endpointslices", core.Discovery().V1().EndpointSlices().Informer()},
+		{model.KindEndpointSlice, "discovery.k8s.io/v1/endpointslices", slices.Discovery().V1().EndpointSlices().Informer()},
 		{model.KindServiceAccount, "v1/serviceaccounts", core.Core().V1().ServiceAccounts().Informer()},
 		{model.KindGateway, "gateway.networking.k8s.io/v1/gateways", gw.Gateway().V1().Gateways().Informer()},
 		{model.KindHTTPRoute, "gateway.networking.k8s.io/v1/httproutes", gw.Gateway().V1().HTTPRoutes().Informer()},

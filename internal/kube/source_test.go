@@ -3,8 +3,10 @@ package kube_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -203,6 +205,12 @@ func TestSourceMatchesFileSource(t *testing.T) {
 			AddressType: discoveryv1.AddressTypeIPv4, Ports: []discoveryv1.EndpointPort{{Name: &http, Port: &port}},
 			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{member.Status.PodIP}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: member.Name}}}})
 	kubetest.Apply(t, cl, objs...)
+	// A slice of the EndpointSlice controller (of a Service with a
+	// selector) only through the API: the source never fetches those.
+	kubetest.Apply(t, cl, &discoveryv1.EndpointSlice{TypeMeta: metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "managed-1", Labels: map[string]string{
+			discoveryv1.LabelServiceName: "legacy", discoveryv1.LabelManagedBy: "endpointslice-controller.k8s.io"}},
+		AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.1.1.1"}}}})
 
 	mesh := model.DefaultMeshConfig()
 	files := runSource(t, &controlplane.FileSource{Paths: []string{writeManifests(t, objs)}})
@@ -231,6 +239,10 @@ func TestSourceMatchesFileSource(t *testing.T) {
 	}
 	if p := fromAPI.Problems; len(p) != len(fromFiles.Problems) {
 		t.Errorf("problems differ: files %v, API %v", fromFiles.Problems, p)
+	}
+
+	if es := api.get().EndpointSlices; es[model.Key{Namespace: "demo", Name: "legacy-1"}] == nil || es[model.Key{Namespace: "demo", Name: "managed-1"}] != nil {
+		t.Errorf("EndpointSlices watched: %v; want the user's, not the controller's", slices.Collect(maps.Keys(es)))
 	}
 
 	// Slimmed: what the source stored keeps no managed fields.

@@ -379,6 +379,9 @@ func parseResponseHead(hs string) *http.Response {
 			if err != nil || n < 0 || value[0] == '+' || (resp.ContentLength >= 0 && n != resp.ContentLength) {
 				return nil
 			}
+			if resp.ContentLength >= 0 {
+				continue // repeated, the same: kept once, as net/http does
+			}
 			resp.ContentLength = n
 		case "Transfer-Encoding", "Trailer":
 			return nil
@@ -389,6 +392,9 @@ func parseResponseHead(hs string) *http.Response {
 	}
 	if resp.ContentLength < 0 {
 		return nil
+	}
+	if resp.Close {
+		delete(h, "Connection") // as net/http does
 	}
 	return resp
 }

@@ -364,6 +364,9 @@ func (sc *h1Server) parse() bool {
 			if err != nil || value[0] == '+' || (cl >= 0 && int64(n) != cl) {
 				return false
 			}
+			if cl >= 0 {
+				continue // repeated, the same: kept once, as net/http does
+			}
 			cl = int64(n)
 		case "Transfer-Encoding", "Expect", "Upgrade", "Trailer", "Http2-Settings":
 			return false

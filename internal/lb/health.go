@@ -23,6 +23,11 @@ type HealthConfig struct {
 	// (default 5 s). The gap and the hold are the hysteresis.
 	FailBackFactor float64
 	HoldDown       time.Duration
+	// Sustain: a zone is degraded only once its EWMA has stayed over the
+	// threshold this long (default 1 s) — a real degradation lasts, a
+	// node's CPU stall does not (with Tau 1 s, a stall of about 100 ms of
+	// 300 ms answers keeps the EWMA over for ~0.4 s).
+	Sustain time.Duration
 	// Tau is the EWMA's time constant (default 1 s): a sample Δt after the
 	// previous one weighs 1-exp(-Δt/Tau), so the average follows changes in
 	// about Tau whatever the request rate.
@@ -64,6 +69,9 @@ func (c *HealthConfig) defaults() {
 	}
 	if c.HoldDown <= 0 {
 		c.HoldDown = 5 * time.Second
+	}
+	if c.Sustain <= 0 {
+		c.Sustain = time.Second
 	}
 	if c.Tau <= 0 {
 		c.Tau = time.Second
@@ -108,6 +116,7 @@ type zoneStat struct {
 	samples      int
 	degraded     atomic.Bool
 	since        time.Time // when degraded became true
+	over         time.Time // since when over the threshold (zero: not over)
 }
 
 type endpointStat struct {
@@ -275,8 +284,15 @@ func (h *Health) reassess(now time.Time) {
 			continue
 		}
 		if !z.degraded.Load() {
-			if z.ewma > h.cfg.Factor*best+floor {
-				z.since = now
+			if z.ewma <= h.cfg.Factor*best+floor {
+				z.over = time.Time{}
+				continue
+			}
+			if z.over.IsZero() {
+				z.over = now
+			}
+			if now.Sub(z.over) >= h.cfg.Sustain {
+				z.since, z.over = now, time.Time{}
 				z.degraded.Store(true)
 				h.event("zone degraded", "region", z.region, "zone", z.zone, "ewma", time.Duration(z.ewma), "best", time.Duration(best))
 			}

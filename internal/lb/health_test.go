@@ -102,14 +102,20 @@ func TestZoneDegradation(t *testing.T) {
 }
 
 func TestZoneDegradationSteeredWithin(t *testing.T) {
-	// How soon a 300ms degradation is seen at 100 samples/s: well under a second.
-	c := newClock()
-	h := NewHealth(HealthConfig{Now: c.now})
-	a, b := zoned("a", "z1"), zoned("b", "z2")
-	for range 100 {
-		feed(h, c, a, ms(1), 1, 10*time.Millisecond)
-		feed(h, c, b, ms(1), 1, 0)
+	// How soon a 300ms degradation is acted on at 100 samples/s: once it
+	// has kept the EWMA over the threshold for Sustain (1 s), not before; a
+	// stall that does not is never acted on.
+	setup := func() (*clock, *Health, *Endpoint, *Endpoint) {
+		c := newClock()
+		h := NewHealth(HealthConfig{Now: c.now})
+		a, b := zoned("a", "z1"), zoned("b", "z2")
+		for range 100 {
+			feed(h, c, a, ms(1), 1, 10*time.Millisecond)
+			feed(h, c, b, ms(1), 1, 0)
+		}
+		return c, h, a, b
 	}
+	c, h, a, b := setup()
 	start := c.t
 	for !h.ZoneDegraded("r1", "z1") {
 		feed(h, c, a, ms(301), 1, 10*time.Millisecond)
@@ -118,8 +124,21 @@ func TestZoneDegradationSteeredWithin(t *testing.T) {
 			t.Fatal("not degraded after 10s of 300ms responses")
 		}
 	}
-	if d := c.t.Sub(start); d > 100*time.Millisecond {
-		t.Errorf("degraded after %v, want within 100ms", d)
+	if d := c.t.Sub(start); d < time.Second || d > 1200*time.Millisecond {
+		t.Errorf("degraded after %v, want just after the 1s sustain", d)
+	}
+
+	c, h, a, b = setup()
+	for range 10 { // a 100 ms stall: the EWMA stays over for ~0.4 s
+		feed(h, c, a, ms(301), 1, 10*time.Millisecond)
+		feed(h, c, b, ms(1), 1, 0)
+	}
+	for range 500 {
+		feed(h, c, a, ms(1), 1, 10*time.Millisecond)
+		feed(h, c, b, ms(1), 1, 0)
+		if h.ZoneDegraded("r1", "z1") {
+			t.Fatal("a 100 ms stall degraded the zone")
+		}
 	}
 }
 

@@ -289,6 +289,12 @@ func loadBalancerPolicy(lb *networkingapi.LoadBalancerSettings, ignored *[]strin
 		}
 		ll.FailoverPriority = append(ll.FailoverPriority, l.GetFailoverPriority()...)
 		out.Locality = ll
+		// The waypoint honours enabled (the caller's zone first, then the
+		// others, avoiding degraded zones); weights and explicit failover
+		// orders are carried to it but not applied yet.
+		if len(ll.Distribute) > 0 || len(ll.Failover) > 0 || len(ll.FailoverPriority) > 0 {
+			*ignored = append(*ignored, "loadBalancer.localityLbSetting distribute/failover/failoverPriority (enabled is honoured)")
+		}
 	}
 	if lb.GetZoneAwareLbSetting() != nil {
 		*ignored = append(*ignored, "loadBalancer.zoneAwareLbSetting")

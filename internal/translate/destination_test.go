@@ -43,7 +43,8 @@ spec:
   - name: plain
     labels: {version: v2}
 `, &networkingv1.DestinationRule{}), model.DefaultMeshConfig())
-	checkProblems(t, ix.Problems(), nil)
+	// Carried to the waypoint, which honours localityLbSetting.enabled only.
+	checkProblems(t, ix.Problems(), []string{"DestinationRule shop/ratings: spec.trafficPolicy: not supported, ignored: loadBalancer.localityLbSetting distribute/failover/failoverPriority"})
 	top := &meshv1.TrafficPolicy{
 		LoadBalancer: &meshv1.LoadBalancerPolicy{
 			Simple: meshv1.LoadBalancerPolicy_LEAST_REQUEST,

@@ -249,7 +249,10 @@ func (h *Health) Observe(e *Endpoint, latency time.Duration, ok bool, n int) {
 		zs := append(append([]*zoneStat{}, *h.zones.Load()...), z)
 		h.zones.Store(&zs)
 	}
-	z.ewma = blend(z.ewma, x, z.samples == 0, now.Sub(z.last), h.cfg.Tau)
+	// A zone reached only by probes gets a sample every few seconds: one
+	// sample may move its average at most halfway, so a single lucky (or
+	// unlucky) probe does not make it the best zone (or a degraded one).
+	z.ewma = blend(z.ewma, x, z.samples == 0, min(now.Sub(z.last), time.Duration(float64(h.cfg.Tau)*math.Ln2)), h.cfg.Tau)
 	z.last = now
 	z.lastNs.Store(now.UnixNano())
 	z.samples++

@@ -67,7 +67,8 @@ type h1Server struct {
 
 const (
 	phaseIdle    = iota + 1 // waiting for a request
-	phaseReading            // reading a request head and body
+	phaseReading            // reading a request head
+	phaseBody               // reading its body (bounded by the idle timeout, as a stream idle timeout)
 	phaseServing            // the handler runs
 )
 
@@ -92,14 +93,16 @@ type h1Conns struct {
 	m        map[*h1Server]struct{}
 	draining atomic.Bool
 	closed   bool
-	clock    atomic.Int64 // UnixNano as of the janitor's last tick
-	stop     chan struct{}
+	// clock advances by one tick per tick the janitor sees (in
+	// nanoseconds): never faster than real time, even when a loaded
+	// machine delays or drops ticks, so no timeout fires early.
+	clock atomic.Int64
+	stop  chan struct{}
 }
 
 // start runs the janitor until close.
 func (c *h1Conns) start(idle, readHeader time.Duration) {
 	tick := min(max(min(idle, readHeader)/4, 5*time.Millisecond), time.Second)
-	c.clock.Store(time.Now().UnixNano())
 	c.stop = make(chan struct{})
 	go func() {
 		t := time.NewTicker(tick)
@@ -108,8 +111,8 @@ func (c *h1Conns) start(idle, readHeader time.Duration) {
 			select {
 			case <-c.stop:
 				return
-			case now := <-t.C:
-				c.expire(now.UnixNano(), idle+tick, readHeader+tick)
+			case <-t.C:
+				c.expire(c.clock.Add(int64(tick)), idle+tick, readHeader+tick)
 			}
 		}
 	}()
@@ -118,13 +121,12 @@ func (c *h1Conns) start(idle, readHeader time.Duration) {
 // expire closes the connections idle or reading a request for too long
 // (the limits allow for phases timed from the previous tick).
 func (c *h1Conns) expire(now int64, idle, readHeader time.Duration) {
-	c.clock.Store(now)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for sc := range c.m {
 		limit := idle
 		switch sc.phase.Load() {
-		case phaseIdle:
+		case phaseIdle, phaseBody:
 		case phaseReading:
 			limit = readHeader
 		default:
@@ -285,9 +287,12 @@ func (sc *h1Server) loop() (handoff bool) {
 		if !complete || !sc.parse() {
 			return true
 		}
-		if sc.req.ContentLength > 0 && !sc.readBody(int(sc.req.ContentLength)) {
-			sc.s.Close()
-			return false
+		if sc.req.ContentLength > 0 {
+			sc.setPhase(phaseBody)
+			if !sc.readBody(int(sc.req.ContentLength)) {
+				sc.s.Close()
+				return false
+			}
 		}
 		sc.setPhase(phaseServing)
 		if !sc.serve() {

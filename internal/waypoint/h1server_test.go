@@ -230,23 +230,27 @@ func TestHTTP1Server(t *testing.T) {
 }
 
 // Slow or idle clients are cut off: a head that takes longer than
-// ReadHeaderTimeout, a connection idle longer than IdleTimeout.
+// ReadHeaderTimeout, a body or a connection idle longer than IdleTimeout.
 func TestHTTP1Timeouts(t *testing.T) {
+	const header, idle = 100 * time.Millisecond, 300 * time.Millisecond
 	hop := startPlainHop(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-	}), Limits{ReadHeaderTimeout: 100 * time.Millisecond, IdleTimeout: 300 * time.Millisecond})
-	for name, raw := range map[string]string{
-		"head never finished": "GET /echo HTTP/1.1\r\nHost: echo.shop\r\nX-Slow: ",
-		"body never finished": "POST /echo HTTP/1.1\r\nHost: echo.shop\r\nContent-Length: 10\r\n\r\nabc",
+	}), Limits{ReadHeaderTimeout: header, IdleTimeout: idle})
+	for _, c := range []struct {
+		name, raw string
+		after     time.Duration
+	}{
+		{"head never finished", "GET /echo HTTP/1.1\r\nHost: echo.shop\r\nX-Slow: ", header},
+		{"body never finished", "POST /echo HTTP/1.1\r\nHost: echo.shop\r\nContent-Length: 10\r\n\r\nabc", idle},
 	} {
 		rc := dialRaw(t, hop.addr)
 		start := time.Now()
-		rc.send(raw)
+		rc.send(c.raw)
 		if !rc.closed() {
-			t.Fatalf("%s: connection not closed", name)
+			t.Fatalf("%s: connection not closed", c.name)
 		}
-		if d := time.Since(start); d < 100*time.Millisecond {
-			t.Fatalf("%s: closed after %v, before the timeout", name, d)
+		if d := time.Since(start); d < c.after {
+			t.Fatalf("%s: closed after %v, before %v", c.name, d, c.after)
 		}
 	}
 	rc := dialRaw(t, hop.addr)
@@ -258,7 +262,7 @@ func TestHTTP1Timeouts(t *testing.T) {
 	if !rc.closed() {
 		t.Fatal("idle connection not closed")
 	}
-	if d := time.Since(start); d < 300*time.Millisecond {
+	if d := time.Since(start); d < idle {
 		t.Fatalf("idle connection closed after %v, before the timeout", d)
 	}
 }

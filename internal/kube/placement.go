@@ -29,10 +29,11 @@ type PodPlacement struct {
 func (p *PodPlacement) NodeRuns(node string, id spiffe.ID) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	// ResourceVersion "0": served from the API server's watch cache, indexed
-	// by node; the pod was bound to its node before its network was set up.
+	// A consistent read: the API server answers it from its watch cache
+	// once that has caught up (consistent reads from cache), so a pod that
+	// just finished is not taken for running.
 	list, err := p.Clients.Kube.CoreV1().Pods(id.Namespace).List(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", node).String(), ResourceVersion: "0"})
+		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", node).String()})
 	if err != nil {
 		if p.Log != nil {
 			p.Log.Warn("CA: cannot ask the API server where pods run", "node", node, "identity", id.String(), "error", err)

@@ -660,6 +660,9 @@ func (x *exchange) respond(resp *http.Response, rr *meshv1.RouteRule, be *meshv1
 	for k, vv := range resp.Header {
 		h[k] = vv
 	}
+	if _, ok := h["Content-Type"]; !ok {
+		h["Content-Type"] = nil // passed on as it came: none sniffed (net/http would)
+	}
 	removeHopHeaders(h)
 	applyHeaders(h, be.GetResponseHeaders())
 	applyHeaders(h, rr.GetResponseHeaders())

@@ -16,7 +16,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 
 	echov1 "github.com/ambit-mesh/ambit/api/echo/v1"
 	"github.com/ambit-mesh/ambit/internal/echo"
@@ -117,7 +116,8 @@ func startConformance(t *testing.T) *conformanceMesh {
 	return c
 }
 
-func (c *conformanceMesh) request(t *testing.T, cc conformance.Case) (int, http.Header, echo.Response) {
+// HTTP implements conformance.Harness.
+func (c *conformanceMesh) HTTP(t *testing.T, cc conformance.Case) (int, http.Header, echo.Response) {
 	host := cc.Host
 	if host == "" {
 		host = "echo"
@@ -159,7 +159,8 @@ func (c *conformanceMesh) request(t *testing.T, cc conformance.Case) (int, http.
 	return resp.StatusCode, resp.Header, e
 }
 
-func (c *conformanceMesh) with(t *testing.T, file string) {
+// Apply implements conformance.Harness.
+func (c *conformanceMesh) Apply(t *testing.T, file string) {
 	t.Helper()
 	yaml, err := conformance.Manifest(file)
 	meshtest.Must(t, err)
@@ -168,58 +169,11 @@ func (c *conformanceMesh) with(t *testing.T, file string) {
 }
 
 func TestConformance(t *testing.T) {
-	c := startConformance(t)
-	for _, s := range conformance.HTTPSuites {
-		t.Run(s.Name, func(t *testing.T) {
-			if s.File != "" {
-				c.with(t, s.File)
-			}
-			for _, cc := range s.Cases {
-				status, h, e := c.request(t, cc)
-				if err := cc.Check(status, h, e); err != nil {
-					t.Errorf("%s%s: %v", cc.Host, cc.Path, err)
-				}
-			}
-		})
-	}
-	for _, w := range conformance.WeightSuites {
-		t.Run(w.Name, func(t *testing.T) {
-			c.with(t, w.File)
-			send := func() (string, error) {
-				_, _, e := c.request(t, conformance.Case{Path: "/"})
-				return e.Pod, nil
-			}
-			if w.Protocol == "grpc" {
-				ec := c.grpcClient(t, "echo:7070")
-				send = func() (string, error) {
-					resp, err := ec.Echo(context.Background(), &echov1.EchoRequest{Message: "w"})
-					return resp.GetPod(), err
-				}
-			}
-			counts, err := conformance.Weigh(w.Want, send)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("distribution over %d requests: %v", conformance.WeightRequests, counts)
-		})
-	}
-	t.Run("MeshGRPCRouteRequestHeaderModifier", func(t *testing.T) {
-		c.with(t, conformance.GRPCHeaderFile)
-		ec := c.grpcClient(t, "echo:7070")
-		for _, g := range conformance.GRPCHeaderCases {
-			ctx := metadata.AppendToOutgoingContext(context.Background(), g.MD...)
-			resp, err := ec.Echo(ctx, &echov1.EchoRequest{Message: "h"})
-			if err != nil {
-				t.Fatalf("%s: %v", g.Name(), err)
-			}
-			if err := g.Check(resp.GetPod(), resp.GetMetadata()); err != nil {
-				t.Errorf("%s: %v", g.Name(), err)
-			}
-		}
-	})
+	conformance.Run(t, startConformance(t))
 }
 
-func (c *conformanceMesh) grpcClient(t *testing.T, target string) echov1.EchoClient {
+// GRPC implements conformance.Harness.
+func (c *conformanceMesh) GRPC(t *testing.T, target string) echov1.EchoClient {
 	name, port, _ := strings.Cut(target, ":")
 	dial := c.clients["client"].Dialer()
 	cc, err := grpc.NewClient(conformanceVIPs[name]+":"+port, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(target),

@@ -294,15 +294,21 @@ func TestWaypointOnKubernetes(t *testing.T) {
 		}
 		return string(body), resp.Header, err
 	}
-	var last string
 	kubetest.Eventually(t, time.Minute, "the Service answered through the waypoint (route's default rule)", func() bool {
 		body, h, err := get(false)
-		last = fmt.Sprintf("%q %v %v", body, h, err)
 		return err == nil && body == "v1" && h.Get("x-served-by") == "waypoint"
 	})
+	kubetest.Eventually(t, time.Minute, "the route's header match answered by products-v2", func() bool {
+		body, _, err := get(true)
+		return err == nil && body == "v2"
+	})
+	// Settled: every request follows the route.
 	for range 5 {
 		if body, _, err := get(true); err != nil || body != "v2" {
-			t.Fatalf("the HTTPRoute's header match did not send to products-v2: %q, %v (last default answer %s)", body, err, last)
+			t.Fatalf("x-canary request not sent to products-v2: %q, %v", body, err)
+		}
+		if body, h, err := get(false); err != nil || body != "v1" || h.Get("x-served-by") != "waypoint" {
+			t.Fatalf("plain request not sent to products through the route's default rule: %q %v, %v", body, h, err)
 		}
 	}
 	// The backends' ztunnel saw the waypoint's identity over mutual TLS.

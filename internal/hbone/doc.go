@@ -42,8 +42,13 @@
 //     by WriteTo straight to the destination socket (writev); ReadFrom reads
 //     the source into a buffer with room for the frame header, so neither
 //     direction of Splice copies payload outside TLS.
-//   - Large windows (4 MiB per stream, 16 MiB per connection) and frames
-//     (256 KiB), full-size TLS records from the first byte.
+//   - While WriteTo waits for data and its destination is a TCP socket, the
+//     read loop writes a small payload (up to one TLS record) to that socket
+//     itself with one non-blocking write(2), queueing only what the socket
+//     does not take: no goroutine wake-up per request on the receiving
+//     side, and a slow destination still never blocks the read loop.
+//   - Windows of 1 MiB per stream and 4 MiB per connection, frames of
+//     256 KiB, full-size TLS records from the first byte.
 //
 // The read loop never blocks on writing (it queues acknowledgements), so
 // two ends writing hard at each other cannot deadlock; every queue is

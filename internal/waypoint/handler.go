@@ -460,6 +460,10 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 			if ctx.Err() != nil {
 				break
 			}
+			// A retry chooses among the endpoints as they are now: in a
+			// rollout, the view the request began with may list only pods
+			// that have left since.
+			x.view = x.p.store.state.View()
 		}
 		target := direct
 		var e *state.Endpoint

@@ -5,8 +5,11 @@ package waypoint
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -138,5 +141,74 @@ func TestDialUpstreamBounded(t *testing.T) {
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() || ctx.Err() != nil {
 		t.Fatalf("dial to an address that does not answer: %v (caller's context: %v), want the dial timeout", err, ctx.Err())
+	}
+}
+
+// A retry chooses among the endpoints as they are when it is sent, not as
+// they were when the request arrived: in a rollout the request's first
+// view may list only pods that have left since. Here the only endpoint
+// answers 503 and, before answering, is replaced by another (as the
+// control plane does when its pod goes); the retry must reach the new one.
+func TestRetryUsesCurrentEndpoints(t *testing.T) {
+	const svcKey = "shop/echo.shop.svc.cluster.local"
+	listen := func(ip string, h http.HandlerFunc) uint32 {
+		l, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: h}
+		go srv.Serve(l)
+		t.Cleanup(func() { srv.Close() })
+		return uint32(l.Addr().(*net.TCPAddr).Port)
+	}
+	workload := func(name, ip string, port uint32) xds.Resource {
+		uid := "c/Pod/shop/" + name
+		return xds.Resource{Name: uid, Message: &meshv1.Workload{Uid: uid, Name: name, Namespace: "shop", Addresses: []string{ip},
+			Services: map[string]*meshv1.PortList{svcKey: {Ports: []*meshv1.Port{{ServicePort: 80, TargetPort: port}}}}}}
+	}
+	store := NewStore("shop/waypoint")
+	newPort := listen("127.0.0.2", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "new") })
+	var replaced atomic.Bool
+	oldPort := listen("127.0.0.1", func(w http.ResponseWriter, r *http.Request) {
+		if !replaced.Swap(true) {
+			err := store.Apply(&xds.Update{Version: 2, Types: []xds.TypeUpdate{{TypeURL: meshv1.TypeWorkload,
+				Upserts: []xds.Resource{workload("new", "127.0.0.2", newPort)}, Removes: []string{"c/Pod/shop/old"}}}})
+			if err != nil {
+				t.Error(err)
+			}
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	err := store.Apply(&xds.Update{Version: 1, Types: []xds.TypeUpdate{
+		{TypeURL: meshv1.TypeService, Upserts: []xds.Resource{{Name: svcKey, Message: &meshv1.Service{Name: "echo", Namespace: "shop", Hostname: "echo.shop.svc.cluster.local",
+			Addresses: []string{"10.96.0.10"}, Ports: []*meshv1.ServicePort{{Port: 80, AppProtocol: meshv1.AppProtocol_HTTP}}}}}},
+		{TypeURL: meshv1.TypeWorkload, Upserts: []xds.Resource{workload("old", "127.0.0.1", oldPort)}},
+		{TypeURL: meshv1.TypeWaypointConfig, Upserts: []xds.Resource{{Name: "shop/waypoint", Message: &meshv1.WaypointConfig{Name: "waypoint", Namespace: "shop",
+			Services: []*meshv1.ServiceRoutes{{Service: svcKey, Ports: []*meshv1.PortRoutes{{Port: 80, Protocol: meshv1.AppProtocol_HTTP, Rules: []*meshv1.RouteRule{
+				{Backends: []*meshv1.WeightedBackend{{Destination: &meshv1.Destination{Service: svcKey, Port: 80}, Weight: 1}}}}}}}}}}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Options{Identity: benchWaypoint, Store: store, Certificates: testCertificates(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.ServePlain(pl, netip.MustParseAddrPort("10.96.0.10:80"))
+	t.Cleanup(func() { pl.Close() })
+
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + pl.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "new" {
+		t.Errorf("answer %d %q, want 200 from the endpoint that replaced the failing one", resp.StatusCode, body)
 	}
 }

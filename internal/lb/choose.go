@@ -274,18 +274,19 @@ func (c *LocalityChooser) Choose(r Request) int {
 }
 
 // probe picks an endpoint of the zone observed least recently (never
-// observed first), uniformly, not by the Scorer: the probe is for the zones
+// observed first; a degraded zone only every DegradedProbeInterval), uniformly, not by the Scorer: the probe is for the zones
 // traffic does not reach. Endpoints are sorted by region and zone, so each
 // zone is a run.
 func (c *LocalityChooser) probe(r Request) int {
 	eps := r.Endpoints
+	now := r.Health.cfg.Now().UnixNano()
 	bestLo, bestHi, bestLast := -1, -1, int64(0)
 	for lo := 0; lo < len(eps); {
 		hi := lo + 1
 		for hi < len(eps) && eps[hi].Locality.GetZone() == eps[lo].Locality.GetZone() && eps[hi].Locality.GetRegion() == eps[lo].Locality.GetRegion() {
 			hi++
 		}
-		if last := r.Health.lastSample(eps[lo]); bestLo < 0 || last < bestLast {
+		if last, ok := r.Health.lastSample(eps[lo], now); ok && (bestLo < 0 || last < bestLast) {
 			bestLo, bestHi, bestLast = lo, hi, last
 		}
 		lo = hi

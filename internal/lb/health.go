@@ -24,9 +24,9 @@ type HealthConfig struct {
 	FailBackFactor float64
 	HoldDown       time.Duration
 	// Sustain: a zone is degraded only once its EWMA has stayed over the
-	// threshold this long (default 1 s) — a real degradation lasts, a
-	// node's CPU stall does not (with Tau 1 s, a stall of about 100 ms of
-	// 300 ms answers keeps the EWMA over for ~0.4 s).
+	// threshold this long (default 250 ms) — a real degradation lasts, a
+	// node's briefest stalls do not. Every request sent meanwhile is slow:
+	// at 100 requests/s, 250 ms is 25 of them.
 	Sustain time.Duration
 	// Tau is the EWMA's time constant (default 1 s): a sample Δt after the
 	// previous one weighs 1-exp(-Δt/Tau), so the average follows changes in
@@ -38,6 +38,10 @@ type HealthConfig struct {
 	// can be seen to recover, and a local zone's degradation be compared
 	// with the others.
 	ProbeInterval time.Duration
+	// DegradedProbeInterval: a degraded zone is probed at most this often
+	// (default 5 s): each probe there is a slow request, and recovery is
+	// not urgent.
+	DegradedProbeInterval time.Duration
 	// EjectAfter consecutive failures (connect failures at L4, 5xx at L7)
 	// eject an endpoint (default 5) for BaseEjection (default 1 s), doubled
 	// on each consecutive ejection up to MaxEjection (default 5 s, so an
@@ -71,7 +75,10 @@ func (c *HealthConfig) defaults() {
 		c.HoldDown = 5 * time.Second
 	}
 	if c.Sustain <= 0 {
-		c.Sustain = time.Second
+		c.Sustain = 250 * time.Millisecond
+	}
+	if c.DegradedProbeInterval <= 0 {
+		c.DegradedProbeInterval = 5 * time.Second
 	}
 	if c.Tau <= 0 {
 		c.Tau = time.Second
@@ -202,12 +209,16 @@ func (h *Health) Latency(e *Endpoint) time.Duration {
 	return time.Duration(math.Float64frombits(v.(*endpointStat).ewma.Load()))
 }
 
-// lastSample is when the zone of e was last observed (0: never).
-func (h *Health) lastSample(e *Endpoint) int64 {
-	if z := h.zoneOf(e); z != nil {
-		return z.lastNs.Load()
+// lastSample is when the zone of e was last observed (0: never), and
+// whether it may be probed now (a degraded zone only every
+// DegradedProbeInterval).
+func (h *Health) lastSample(e *Endpoint, now int64) (int64, bool) {
+	z := h.zoneOf(e)
+	if z == nil {
+		return 0, true
 	}
-	return 0
+	last := z.lastNs.Load()
+	return last, !z.degraded.Load() || now-last >= int64(h.cfg.DegradedProbeInterval)
 }
 
 // probeDue claims the next probe when one is due: true for exactly one

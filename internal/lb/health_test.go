@@ -107,8 +107,8 @@ func TestZoneDegradation(t *testing.T) {
 
 func TestZoneDegradationSteeredWithin(t *testing.T) {
 	// How soon a 300ms degradation is acted on at 100 samples/s: once it
-	// has kept the EWMA over the threshold for Sustain (1 s), not before; a
-	// stall that does not is never acted on.
+	// has kept the EWMA over the threshold for Sustain (250 ms), not before;
+	// a stall that does not is never acted on.
 	setup := func() (*clock, *Health, *Endpoint, *Endpoint) {
 		c := newClock()
 		h := NewHealth(HealthConfig{Now: c.now})
@@ -128,12 +128,12 @@ func TestZoneDegradationSteeredWithin(t *testing.T) {
 			t.Fatal("not degraded after 10s of 300ms responses")
 		}
 	}
-	if d := c.t.Sub(start); d < time.Second || d > 1200*time.Millisecond {
-		t.Errorf("degraded after %v, want just after the 1s sustain", d)
+	if d := c.t.Sub(start); d < 250*time.Millisecond || d > 450*time.Millisecond {
+		t.Errorf("degraded after %v, want just after the 250ms sustain", d)
 	}
 
 	c, h, a, b = setup()
-	for range 10 { // a 100 ms stall: the EWMA stays over for ~0.4 s
+	for range 8 { // an 80 ms stall: the EWMA stays over for ~0.1 s
 		feed(h, c, a, ms(301), 1, 10*time.Millisecond)
 		feed(h, c, b, ms(1), 1, 0)
 	}
@@ -141,7 +141,7 @@ func TestZoneDegradationSteeredWithin(t *testing.T) {
 		feed(h, c, a, ms(1), 1, 10*time.Millisecond)
 		feed(h, c, b, ms(1), 1, 0)
 		if h.ZoneDegraded("r1", "z1") {
-			t.Fatal("a 100 ms stall degraded the zone")
+			t.Fatal("an 80 ms stall degraded the zone")
 		}
 	}
 }
@@ -383,5 +383,42 @@ func TestProbes(t *testing.T) {
 	draws := LocalityChooser{IntN: func(n int) int { return n - 1 }}
 	if got := draws.Choose(r); got != len(all)-1 {
 		t.Fatalf("no-locality choice = %d, want the drawn %d", got, len(all)-1)
+	}
+}
+
+// TestProbesSpareDegradedZones: a degraded zone is probed only every
+// DegradedProbeInterval — each probe there is a slow request.
+func TestProbesSpareDegradedZones(t *testing.T) {
+	src := wl("ns", "src", "10.9.9.9")
+	src.Locality = &meshv1.Locality{Region: "r1", Zone: "z1"}
+	a, b, c3 := zoned("a", "z1"), zoned("b", "z2"), zoned("c", "z3")
+	all := sorted(a, b, c3)
+	svc := &meshv1.Service{LoadBalancing: &meshv1.LoadBalancing{RoutingPreference: []meshv1.LoadBalancing_Scope{REGION, ZONE}, Mode: FAILOVER}}
+	c := newClock()
+	h := NewHealth(HealthConfig{Now: c.now, ProbeInterval: time.Second, DegradedProbeInterval: 5 * time.Second})
+	for range 100 { // z3 is 300 ms slower: degraded
+		feed(h, c, a, ms(1), 1, 10*time.Millisecond)
+		feed(h, c, b, ms(1), 1, 0)
+		feed(h, c, c3, ms(300), 1, 0)
+	}
+	if !h.ZoneDegraded("r1", "z3") {
+		t.Fatal("setup: z3 not degraded")
+	}
+	r := Request{Service: svc, Endpoints: all, Source: src, Health: h}
+	var toC int
+	for range 20 { // 20 s, one probe a second
+		c.advance(time.Second)
+		var ch LocalityChooser
+		e := all[ch.Choose(r)]
+		h.Observe(e, ms(1), true, 0) // the local zone stays fresh
+		if e.Locality.GetZone() == "z3" {
+			toC++
+			h.Observe(e, ms(300), true, 0)
+		} else if e.Locality.GetZone() == "z2" {
+			h.Observe(e, ms(1), true, 0)
+		}
+	}
+	if toC < 3 || toC > 5 {
+		t.Errorf("degraded z3 probed %d times in 20 s, want about every 5 s", toC)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,52 +47,13 @@ var echoCommand = []any{"ambit", "app", "echo", "--port", "8080,8443", "--grpc-p
 // for the requests (the suite sends from its echo pods; a pod of its own
 // keeps the backends' request counts clean).
 func conformanceManifests() (string, error) {
-	base, err := conformance.Manifest("manifests.yaml")
+	objs, err := localObjects()
 	if err != nil {
 		return "", err
 	}
-	var docs []string
-	for _, doc := range strings.Split(base, "\n---\n") {
-		if strings.TrimSpace(strings.TrimPrefix(doc, "---")) == "" {
-			continue
-		}
-		var obj map[string]any
-		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
-			return "", fmt.Errorf("manifests.yaml: %w", err)
-		}
-		meta, _ := obj["metadata"].(map[string]any)
-		switch obj["kind"] {
-		case "Namespace":
-			labels, _ := meta["labels"].(map[string]any)
-			if labels == nil {
-				labels = map[string]any{}
-				meta["labels"] = labels
-			}
-			labels["istio.io/dataplane-mode"] = "ambient"
-			if meta["name"] == conformance.MeshNS {
-				labels["istio.io/use-waypoint"] = "waypoint"
-			}
-		case "Deployment":
-			spec, _ := obj["spec"].(map[string]any)
-			tmpl, _ := spec["template"].(map[string]any)
-			podSpec, _ := tmpl["spec"].(map[string]any)
-			containers, _ := podSpec["containers"].([]any)
-			if len(containers) == 0 {
-				return "", fmt.Errorf("manifests.yaml: Deployment %v has no containers", meta["name"])
-			}
-			for _, c := range containers {
-				c := c.(map[string]any)
-				delete(c, "args")
-				delete(c, "image")
-				delete(c, "imagePullPolicy")
-				c["command"] = echoCommand
-			}
-		}
-		b, err := yaml.Marshal(obj)
-		if err != nil {
-			return "", err
-		}
-		docs = append(docs, string(b))
+	docs, err := marshalAll(objs)
+	if err != nil {
+		return "", err
 	}
 	docs = append(docs, fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -113,6 +75,100 @@ spec:
 `, ns))
 	}
 	return strings.Join(docs, "---\n"), nil
+}
+
+// localObjects are the suite's base objects, transformed for the local
+// cluster (see conformanceManifests).
+func localObjects() ([]map[string]any, error) {
+	base, err := conformance.Manifest("manifests.yaml")
+	if err != nil {
+		return nil, err
+	}
+	var objs []map[string]any
+	for _, doc := range strings.Split(base, "\n---\n") {
+		if strings.TrimSpace(strings.TrimPrefix(doc, "---")) == "" {
+			continue
+		}
+		var obj map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+			return nil, fmt.Errorf("manifests.yaml: %w", err)
+		}
+		meta, _ := obj["metadata"].(map[string]any)
+		switch obj["kind"] {
+		case "Namespace":
+			labels, _ := meta["labels"].(map[string]any)
+			if labels == nil {
+				labels = map[string]any{}
+				meta["labels"] = labels
+			}
+			labels["istio.io/dataplane-mode"] = "ambient"
+			if meta["name"] == conformance.MeshNS {
+				labels["istio.io/use-waypoint"] = "waypoint"
+			}
+		case "Deployment":
+			containers := containersOf(obj)
+			if len(containers) == 0 {
+				return nil, fmt.Errorf("manifests.yaml: Deployment %v has no containers", meta["name"])
+			}
+			for _, c := range containers {
+				delete(c, "args")
+				delete(c, "image")
+				delete(c, "imagePullPolicy")
+				c["command"] = echoCommand
+			}
+		}
+		objs = append(objs, obj)
+	}
+	return objs, nil
+}
+
+// containersOf returns the containers of a Deployment's pod template.
+func containersOf(dep map[string]any) []map[string]any {
+	spec, _ := dep["spec"].(map[string]any)
+	tmpl, _ := spec["template"].(map[string]any)
+	podSpec, _ := tmpl["spec"].(map[string]any)
+	list, _ := podSpec["containers"].([]any)
+	var out []map[string]any
+	for _, c := range list {
+		if c, ok := c.(map[string]any); ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func marshalAll(objs []map[string]any) ([]string, error) {
+	var docs []string
+	for _, obj := range objs {
+		b, err := yaml.Marshal(obj)
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, string(b))
+	}
+	return docs, nil
+}
+
+// rolledEchoes are the echo Deployments of MeshNS with a changed pod
+// template (an environment variable): applied, every pod behind Service
+// echo is replaced.
+func rolledEchoes(value string) (string, error) {
+	objs, err := localObjects()
+	if err != nil {
+		return "", err
+	}
+	var deps []map[string]any
+	for _, obj := range objs {
+		meta, _ := obj["metadata"].(map[string]any)
+		if obj["kind"] == "Deployment" && meta["namespace"] == conformance.MeshNS {
+			for _, c := range containersOf(obj) {
+				c["env"] = []any{map[string]any{"name": "ROLLOUT", "value": value}}
+			}
+			deps = append(deps, obj)
+		}
+	}
+	docs, err := marshalAll(deps)
+	return strings.Join(docs, "---\n"), err
 }
 
 // conformanceCluster is a local cluster running the suite's manifests.
@@ -414,6 +470,77 @@ func TestConformanceLocal(t *testing.T) {
 		t.Logf("timed out after %v", time.Since(start).Round(time.Millisecond))
 		k.check(t, conformance.Case{Path: "/?delay=50ms"})
 	})
+	// Every pod behind echo is replaced while clients keep sending through
+	// the waypoint: no request may fail or hang (each has 10 s), through
+	// the removal of the old pods after their grace period — where the
+	// waypoint once sent plaintext to a pod that had left the mesh and
+	// waited on it.
+	t.Run("RolloutUnderLoad", func(t *testing.T) {
+		yaml, err := rolledEchoes("1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(k.dir, "rolled.yaml")
+		if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		old := map[string][]string{}
+		for _, p := range state(t, k.name).Pods {
+			if p.Namespace == conformance.MeshNS && strings.HasPrefix(p.Deployment, "echo-") {
+				old[p.Deployment] = append(old[p.Deployment], p.Name)
+			}
+		}
+		ld := startLoad(t, k.clients["client"], "http://"+k.addr(t, "echo", false)+"/", 16)
+		out := mustAmbit(t, "apply", "--name", k.name, "-f", file)
+		applied := time.Now()
+		k.waitRemoved(t, old)
+		t.Logf("old pods removed %v after ambit apply returned", time.Since(applied).Round(time.Millisecond))
+		counts := ld.Stop()
+		t.Logf("%s: answers during the rollout %v", strings.TrimSpace(out), counts)
+		if n, first := failures(counts); n > 0 {
+			t.Errorf("%d requests failed during the rollout, e.g. %s", n, first)
+		}
+		if counts["echo-v1"] == 0 || counts["echo-v2"] == 0 {
+			t.Errorf("answers %v, want both echo-v1 and echo-v2", counts)
+		}
+	})
+}
+
+// waitRemoved waits until the pods old lists (by Deployment) are removed
+// from the cluster: a second after the rollout (their grace) when all goes
+// well. The bound covers what removal may take at worst (stopping the
+// processes, 2 s; the node agent taking the pod out, 20 s); past it the
+// warnings of the cluster's logs say why.
+func (k *conformanceCluster) waitRemoved(t *testing.T, old map[string][]string) {
+	t.Helper()
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		left := 0
+		for _, p := range state(t, k.name).Pods {
+			if p.Namespace == conformance.MeshNS && slices.Contains(old[p.Deployment], p.Name) {
+				left++
+			}
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			dir := filepath.Join(local.StateDir(k.name), "logs")
+			ents, _ := os.ReadDir(dir)
+			for _, e := range ents {
+				b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+				var warn []string
+				for _, l := range strings.Split(string(b), "\n") {
+					if strings.Contains(l, "WARN") || strings.Contains(l, "ERROR") {
+						warn = append(warn, l)
+					}
+				}
+				t.Logf("%s, last warnings:\n%s", e.Name(), strings.Join(warn[max(0, len(warn)-15):], "\n"))
+			}
+			t.Fatalf("%d old pods still there 40 s after the rollout", left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // backendRequests counts the requests for path the echo pods logged.

@@ -231,29 +231,7 @@ func TestLiveApply(t *testing.T) {
 			}
 		}
 		// All traffic goes to v2 since the VirtualService subtest.
-		var ok, failed atomic.Int64
-		var firstErr atomic.Value
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					if r := answeredBy(t.Context(), hc, base+"/"); strings.HasPrefix(r, "error") {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, r)
-					} else {
-						ok.Add(1)
-					}
-				}
-			}()
-		}
+		ld := startLoad(t, hc, base+"/", 4)
 		// The template changes (an environment variable): new pods, new names.
 		b, err := os.ReadFile("../../examples/inference-canary/inference.yaml")
 		if err != nil {
@@ -267,14 +245,14 @@ func TestLiveApply(t *testing.T) {
 		}
 		file := writeManifest(t, strings.Replace(v2, `value: "v2"`, `value: "v2-rolled"`, 1))
 		out := mustAmbit(t, "apply", "--name", name, "-f", file)
-		for before := ok.Load(); ok.Load() < before+50; {
+		for before := ld.answered(); ld.answered() < before+50; {
 			time.Sleep(10 * time.Millisecond)
 		}
-		close(stop)
-		wg.Wait()
-		t.Logf("%s%d requests answered, %d failed during the rollout", out, ok.Load(), failed.Load())
-		if failed.Load() > 0 {
-			t.Errorf("%d requests failed during the rollout, first: %v", failed.Load(), firstErr.Load())
+		counts := ld.Stop()
+		failed, firstErr := failures(counts)
+		t.Logf("%s%d requests answered, %d failed during the rollout", out, ld.answered(), failed)
+		if failed > 0 {
+			t.Errorf("%d requests failed during the rollout, first: %v", failed, firstErr)
 			st := state(t, name)
 			cp, _ := os.ReadFile(filepath.Join(local.StateDir(name), "logs", "controlplane.log"))
 			t.Logf("control plane:\n%s", cp[max(0, len(cp)-6000):])

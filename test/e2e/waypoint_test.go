@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,6 +84,68 @@ func load(t *testing.T, hc *http.Client, url string, n, c int) map[string]int {
 	}
 	wg.Wait()
 	return counts
+}
+
+// loadRun is traffic in the background: workers GET a URL over and over
+// until Stop, counting the answers as answeredBy names them.
+type loadRun struct {
+	mu     sync.Mutex
+	counts map[string]int
+	ok     atomic.Int64
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// startLoad starts workers sending GET url with hc; the load stops at the
+// end of the test at the latest.
+func startLoad(t *testing.T, hc *http.Client, url string, workers int) *loadRun {
+	l := &loadRun{counts: map[string]int{}, stop: make(chan struct{})}
+	for range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				r := answeredBy(t.Context(), hc, url)
+				if !strings.HasPrefix(r, "error") {
+					l.ok.Add(1)
+				}
+				l.mu.Lock()
+				l.counts[r]++
+				l.mu.Unlock()
+			}
+		}()
+	}
+	t.Cleanup(func() { l.Stop() })
+	return l
+}
+
+// answered is how many requests were answered (not failed) so far.
+func (l *loadRun) answered() int64 { return l.ok.Load() }
+
+// Stop ends the load and returns the answers by who gave them, failures
+// under "error: ...".
+func (l *loadRun) Stop() map[string]int {
+	l.once.Do(func() { close(l.stop); l.wg.Wait() })
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.counts
+}
+
+// failures sums the failed answers of counts and names one of them.
+func failures(counts map[string]int) (n int, first string) {
+	for r, c := range counts {
+		if strings.HasPrefix(r, "error") {
+			n += c
+			first = r
+		}
+	}
+	return n, first
 }
 
 func answeredBy(ctx context.Context, hc *http.Client, url string) string {

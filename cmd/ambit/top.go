@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/ambit-mesh/ambit/internal/cli"
 	"github.com/ambit-mesh/ambit/internal/local"
-	"github.com/ambit-mesh/ambit/internal/netns"
 	"github.com/ambit-mesh/ambit/internal/telemetry"
 )
 
@@ -448,27 +446,4 @@ func scrapeZones(ctx context.Context, st *local.State) (zoneTable, error) {
 		}
 	}
 	return t, errors.Join(errs...)
-}
-
-// scrapeInto fetches url from inside the named network namespace.
-func scrapeInto(ctx context.Context, nsName, url string, t zoneTable) error {
-	ns, err := netns.OpenNamed(nsName)
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: netns.Dialer(ns, netns.SocketOptions{Timeout: 2 * time.Second}), DisableKeepAlives: true}}
-	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	return parseZoneMetrics(resp.Body, t)
 }

@@ -67,6 +67,9 @@ type Options struct {
 type Store struct {
 	mu   sync.Mutex // serializes Apply
 	view atomic.Pointer[View]
+
+	wmu      sync.Mutex
+	watchers map[*func(prev, next *View)]struct{}
 }
 
 var _ xds.Handler = (*Store)(nil)
@@ -97,8 +100,32 @@ func (s *Store) Apply(u *xds.Update) error {
 		return err
 	}
 	next.epoch, next.version = u.Epoch, u.Version
-	s.view.Store(next)
+	prev := s.view.Swap(next)
+	s.wmu.Lock()
+	for f := range s.watchers {
+		(*f)(prev, next)
+	}
+	s.wmu.Unlock()
 	return nil
+}
+
+// Watch calls f with the previous and the new view after every applied
+// update, before Apply returns (so before the update is acknowledged), in
+// order. f must be quick and must not call Apply or Watch. stop ends the
+// calls.
+func (s *Store) Watch(f func(prev, next *View)) (stop func()) {
+	k := &f
+	s.wmu.Lock()
+	if s.watchers == nil {
+		s.watchers = map[*func(prev, next *View)]struct{}{}
+	}
+	s.watchers[k] = struct{}{}
+	s.wmu.Unlock()
+	return func() {
+		s.wmu.Lock()
+		delete(s.watchers, k)
+		s.wmu.Unlock()
+	}
 }
 
 // The lookups below answer from the current View (see View for their

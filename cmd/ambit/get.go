@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -104,6 +105,15 @@ namespace "default" unless -n or -A (all namespaces) is given.`,
 					return err
 				}
 				fmt.Fprint(out, string(b))
+				return nil
+			}
+			if empty(items) {
+				// As kubectl: an empty table is a sentence on stderr, not a bare header.
+				if namespace == "" {
+					fmt.Fprintln(os.Stderr, "No resources found")
+				} else {
+					fmt.Fprintf(os.Stderr, "No resources found in %s namespace.\n", namespace)
+				}
 				return nil
 			}
 			wide := output == "wide"
@@ -213,4 +223,17 @@ namespace "default" unless -n or -A (all namespaces) is given.`,
 			return nil
 		},
 	}
+}
+
+// empty reports whether a listing has no rows.
+func empty(items any) bool {
+	switch v := items.(type) {
+	case []local.PodState:
+		return len(v) == 0
+	case []local.ServiceState:
+		return len(v) == 0
+	case []local.NodeState:
+		return len(v) == 0
+	}
+	return false
 }

@@ -948,3 +948,47 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// A new pod given the address of one that left (the local cluster reuses
+// pod IPs): the client's ztunnel drains its pooled HBONE connection to the
+// address when the push replaces the workload, and the next connection
+// dials afresh instead of going onto a connection to a pod that is gone.
+func TestReplacedWorkloadDrainsPool(t *testing.T) {
+	m := startMesh(t)
+	a := m.nodes["node-a"].Proxy
+	key := hbone.Target{
+		Source:      spiffe.ID{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "client"},
+		SourceAddr:  m.client.ip,
+		Destination: []spiffe.ID{{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "echo"}},
+		Addr:        netip.AddrPortFrom(m.server.ip, 15008),
+	}.Key()
+	if got := m.whoami(t, m.client, "10.96.0.10:80"); !strings.HasPrefix(got, "10.244.1.2:") {
+		t.Fatalf("before: server saw caller %q", got)
+	}
+	if n := a.pool.Conns(key); n != 1 {
+		t.Fatalf("before: %d pooled connections to the server, want 1", n)
+	}
+	opened := a.pool.Stats().ConnectionsOpened
+
+	// The server pod is replaced by another (new uid) at the same address.
+	m.apply(t, "mesh.yaml", strings.Replace(meshManifests, "name: server, namespace: shop", "name: server-2, namespace: shop", 1))
+	eventually(t, "node-a to drain its connection to the replaced workload", func() bool { return a.pool.Conns(key) == 0 })
+	if w := a.store.View().WorkloadByIP(m.server.ip); w.GetName() != "server-2" {
+		t.Fatalf("drained while %s still has workload %q", m.server.ip, w.GetName())
+	}
+	if got := m.whoami(t, m.client, "10.96.0.10:80"); !strings.HasPrefix(got, "10.244.1.2:") {
+		t.Fatalf("after: server saw caller %q", got)
+	}
+	if got := a.pool.Stats().ConnectionsOpened - opened; got != 1 {
+		t.Errorf("after the replacement %d connections were dialled, want 1 (a new one)", got)
+	}
+	if n := a.pool.Conns(key); n != 1 {
+		t.Errorf("after: %d pooled connections to the server, want 1", n)
+	}
+
+	// Removed altogether: drained again.
+	i := strings.Index(meshManifests, "apiVersion: v1\nkind: Pod\nmetadata: {name: server,")
+	j := strings.Index(meshManifests, "apiVersion: v1\nkind: Pod\nmetadata: {name: client,")
+	m.apply(t, "mesh.yaml", meshManifests[:i]+meshManifests[j:])
+	eventually(t, "node-a to drain its connection to the removed workload", func() bool { return a.pool.Conns(key) == 0 })
+}

@@ -39,6 +39,7 @@ type Proxy struct {
 	hbone       *hbone.Server
 	metrics     *telemetry.TCPMetrics
 	log         *slog.Logger
+	stopWatch   func()
 
 	mu   sync.Mutex
 	pods map[string]*pod // by agent pod uid
@@ -91,7 +92,24 @@ func New(opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.stopWatch = opts.Store.Watch(p.viewChanged)
 	return p, nil
+}
+
+// viewChanged drains the pooled HBONE connections to addresses whose
+// workload left the mesh or was replaced (a new pod given a departed pod's
+// address): they reach a pod that is gone, and a tunnel put on one would
+// wait for an answer that never comes. Open tunnels finish; the next
+// connection to the address dials afresh.
+func (p *Proxy) viewChanged(prev, next *state.View) {
+	gone := state.Departed(prev, next)
+	if len(gone) == 0 {
+		return
+	}
+	p.pool.Drain(func(k hbone.PoolKey) bool {
+		_, found := slices.BinarySearchFunc(gone, k.Addr.Addr().Unmap(), netip.Addr.Compare)
+		return found
+	})
 }
 
 // pod is one enrolled pod and its listeners.
@@ -279,6 +297,7 @@ func (p *Proxy) Close() {
 	for _, uid := range uids {
 		p.DelPod(context.Background(), uid)
 	}
+	p.stopWatch()
 	p.hbone.Close()
 	p.pool.Close()
 	p.wg.Wait()

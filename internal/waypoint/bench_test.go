@@ -61,6 +61,8 @@ func testCertificates(tb testing.TB) *identity.Manager {
 type benchPath struct {
 	client *http.Client
 	close  func()
+	proxy  *Proxy
+	store  *Store
 }
 
 var (
@@ -198,7 +200,7 @@ func startBenchPathWith(tb testing.TB, h2c, reverseProxy bool) *benchPath {
 		tr.Protocols.SetHTTP1(true)
 	}
 	closers = append(closers, tr.CloseIdleConnections)
-	return &benchPath{client: &http.Client{Transport: tr}, close: cleanup}
+	return &benchPath{client: &http.Client{Transport: tr}, close: cleanup, proxy: proxy, store: store}
 }
 
 func (bp *benchPath) get(tb testing.TB, path string) {

@@ -61,28 +61,34 @@ func (h *h1Client) janitor() {
 		case <-h.stop:
 			return
 		case now := <-t.C:
-			var old []*h1Conn
-			h.mu.Lock()
-			for k, cs := range h.idle {
-				keep := cs[:0]
-				for _, c := range cs {
-					if now.Sub(c.idleSince) > h.idleTimeout {
-						old = append(old, c)
-					} else {
-						keep = append(keep, c)
-					}
-				}
-				if len(keep) == 0 {
-					delete(h.idle, k)
-				} else {
-					h.idle[k] = keep
-				}
-			}
-			h.mu.Unlock()
-			for _, c := range old {
-				c.c.Close()
+			h.closeIdle(func(_ string, c *h1Conn) bool { return now.Sub(c.idleSince) > h.idleTimeout })
+		}
+	}
+}
+
+// closeIdle closes the idle connections for which match(host, conn) holds.
+func (h *h1Client) closeIdle(match func(key string, c *h1Conn) bool) {
+	var old []*h1Conn
+	h.mu.Lock()
+	for k, cs := range h.idle {
+		keep := cs[:0]
+		for _, c := range cs {
+			if match(k, c) {
+				old = append(old, c)
+			} else {
+				keep = append(keep, c)
 			}
 		}
+		clear(cs[len(keep):])
+		if len(keep) == 0 {
+			delete(h.idle, k)
+		} else {
+			h.idle[k] = keep
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range old {
+		c.c.Close()
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -114,6 +115,8 @@ type Proxy struct {
 	hosts    sync.Map // upstreamKey → string
 	nhosts   atomic.Int64
 	wg       sync.WaitGroup
+	// stopWatch ends the calls of viewChanged.
+	stopWatch func()
 }
 
 // New returns a Proxy; it serves nothing until Serve.
@@ -181,7 +184,42 @@ func New(opts Options) (*Proxy, error) {
 	p.h1conns.start(p.limits.IdleTimeout, p.limits.ReadHeaderTimeout)
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); p.http.Serve(p.ln) }()
+	p.stopWatch = p.store.state.Watch(p.viewChanged)
 	return p, nil
+}
+
+// viewChanged lets go of the upstream connections to addresses whose
+// workload left the mesh or was replaced (a new pod given a departed pod's
+// address): they reach a pod that is gone, and a request put on one would
+// wait for an answer that never comes. The pooled HBONE connections to
+// those addresses take no new tunnels, and the idle HTTP connections
+// (tunnels on them) are closed; requests in flight finish. The next request
+// to the address dials afresh.
+func (p *Proxy) viewChanged(prev, next *state.View) {
+	gone := state.Departed(prev, next)
+	if len(gone) == 0 {
+		return
+	}
+	isGone := func(a netip.Addr) bool {
+		_, found := slices.BinarySearchFunc(gone, a.Unmap(), netip.Addr.Compare)
+		return found
+	}
+	p.pool.Drain(func(k hbone.PoolKey) bool { return isGone(k.Addr.Addr()) })
+	p.h1fast.closeIdle(func(host string, _ *h1Conn) bool {
+		dst, _, err := parseUpstreamHost(host)
+		return err == nil && isGone(dst.Addr())
+	})
+	// http.Transport closes idle connections only all at once: do so when
+	// this waypoint has sent requests to one of the addresses.
+	used := false
+	p.hosts.Range(func(k, _ any) bool {
+		used = isGone(k.(upstreamKey).dst.Addr())
+		return !used
+	})
+	if used {
+		p.h1.CloseIdleConnections()
+		p.h2.CloseIdleConnections()
+	}
 }
 
 func (p *Proxy) transport(h2 bool) *http.Transport {
@@ -259,6 +297,7 @@ func (p *Proxy) Shutdown(ctx context.Context) bool {
 
 // Close stops everything at once.
 func (p *Proxy) Close() {
+	p.stopWatch()
 	p.ln.Close()
 	p.h1conns.close()
 	p.http.Close()

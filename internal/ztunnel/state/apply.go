@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
@@ -14,6 +15,7 @@ import (
 // the partly built view is dropped.
 func (v *View) with(ch *changes) (*View, error) {
 	n := *v
+	n.departed, n.departedFrom = nil, v.addrs.shards
 	if len(ch.workloads)+len(ch.removedWorkloads) > 0 {
 		if err := n.applyWorkloads(ch); err != nil {
 			return nil, err
@@ -53,7 +55,9 @@ func (v *View) applyWorkloads(ch *changes) error {
 	}
 	// First take out everything the removed and replaced workloads held, so
 	// that addresses may move between workloads within one update.
+	var forgotten []*workloadEntry
 	forget := func(prev *workloadEntry) {
+		forgotten = append(forgotten, prev)
 		for _, a := range prev.addrs {
 			if cur, ok := ab.lookup(a); ok && cur == prev {
 				ab.remove(a)
@@ -94,6 +98,15 @@ func (v *View) applyWorkloads(ch *changes) error {
 			}
 		}
 	}
+	for _, prev := range forgotten {
+		for _, a := range prev.addrs {
+			if cur, ok := ab.lookup(a); !ok || !sameWorkload(cur.w, prev.w) {
+				v.departed = append(v.departed, a)
+			}
+		}
+	}
+	slices.SortFunc(v.departed, netip.Addr.Compare)
+	v.departed = slices.Compact(v.departed)
 	eb := newStrBuilder(v.endpoints)
 	for key, d := range deltas {
 		old, _ := eb.lookup(key)

@@ -13,9 +13,10 @@ import (
 // identity): a pod that left, or whose address a new pod was given. Pooled
 // connections to those addresses reach a pod that is gone; the proxies drain
 // them so that the next connection dials afresh. A workload updated in place
-// (same uid, name and identity) has not departed. Only the index shards that
-// differ between the views are compared, so consecutive views cost what
-// their update touched. The result is sorted.
+// (same uid, name and identity) has not departed. For consecutive views the
+// update's own list is returned (its cost is what the update touched);
+// otherwise only the index shards that differ are compared. The result is
+// sorted and must not be modified.
 func Departed(prev, next *View) []netip.Addr {
 	if prev == nil || next == nil {
 		return nil
@@ -23,6 +24,9 @@ func Departed(prev, next *View) []netip.Addr {
 	ps, ns := prev.addrs.shards, next.addrs.shards
 	if ps == nil || ps == ns {
 		return nil
+	}
+	if next.departedFrom == ps {
+		return next.departed
 	}
 	var out []netip.Addr
 	for i, shard := range ps {

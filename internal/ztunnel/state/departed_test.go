@@ -33,6 +33,7 @@ func TestDeparted(t *testing.T) {
 	}
 	a, b := wl("ns", "a", "10.0.0.1", "fd00::1"), wl("ns", "b", "10.0.0.2")
 	step("first workloads", nil, workloads(a, b))
+	first := s.View()
 	// An update in place (status, labels) is no departure.
 	a2 := wl("ns", "a", "10.0.0.1", "fd00::1")
 	a2.Status = meshv1.WorkloadStatus_UNHEALTHY
@@ -59,6 +60,13 @@ func TestDeparted(t *testing.T) {
 	mustApply(t, s, removes(meshv1.TypeWorkload, c.Uid))
 	if got != nil {
 		t.Errorf("called after stop: %v", got)
+	}
+	// Views further apart: compared shard by shard.
+	if d, want := Departed(first, s.View()), addrs("10.0.0.1", "10.0.0.2", "fd00::1"); !slices.Equal(d, want) {
+		t.Errorf("Departed(first, last) = %v, want %v", d, want)
+	}
+	if d := Departed(s.View(), first); len(d) != len(many)-1 || !slices.Contains(d, netip.MustParseAddr("10.1.0.1")) {
+		t.Errorf("Departed(last, first): %d addresses, want the %d of the workloads first lacks", len(d), len(many)-1)
 	}
 	if d := Departed(nil, s.View()); d != nil {
 		t.Errorf("Departed(nil, v) = %v", d)

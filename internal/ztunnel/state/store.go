@@ -187,6 +187,12 @@ type View struct {
 	paGlobal   *peerAuthEntry              // effective GLOBAL policy (lowest key)
 	paNS       map[string]*peerAuthEntry   // effective NAMESPACE policy per namespace
 	paWorkload map[string][]*peerAuthEntry // uid → WORKLOAD_SELECTOR policies listing it, by key
+
+	// departed lists, sorted, the addresses whose workload the update that
+	// made this view removed or replaced; departedFrom is the address index
+	// of the view it was applied to (see Departed).
+	departed     []netip.Addr
+	departedFrom *shardArray[netip.Addr, *workloadEntry]
 }
 
 type workloadEntry struct {

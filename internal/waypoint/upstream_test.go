@@ -224,56 +224,64 @@ func TestRetryUsesCurrentEndpoints(t *testing.T) {
 // request dials afresh instead of going onto a connection to a pod that is
 // gone.
 func TestReplacedWorkloadDrainsUpstream(t *testing.T) {
-	bp := startBenchPath(t, false)
-	defer bp.close()
-	p := bp.proxy
-	ep := netip.MustParseAddr("127.0.0.2")
-	key := hbone.Target{Source: benchWaypoint, Destination: []spiffe.ID{benchBackendID}, Addr: netip.AddrPortFrom(ep, 15008)}.Key()
-	idleTo := func() int {
-		n := 0
-		p.h1fast.mu.Lock()
-		defer p.h1fast.mu.Unlock()
-		for host, cs := range p.h1fast.idle {
-			if dst, _, err := parseUpstreamHost(host); err == nil && dst.Addr() == ep {
-				n += len(cs)
+	for _, viaTransport := range []bool{false, true} {
+		t.Run(map[bool]string{false: "h1fast", true: "http.Transport"}[viaTransport], func(t *testing.T) {
+			bp := startBenchPathWith(t, viaTransport, viaTransport) // h2c: the proxy forwards with http.Transport (h2)
+			defer bp.close()
+			fast := 1 // requests go through h1fast, whose idle connections are counted
+			if viaTransport {
+				fast = 0 // through http.Transport: a reused idle connection dials nothing
 			}
-		}
-		return n
-	}
-	expect := func(when string, conns, idle int) {
-		t.Helper()
-		if n := p.pool.Conns(key); n != conns {
-			t.Errorf("%s: %d pooled HBONE connections to the endpoint, want %d", when, n, conns)
-		}
-		if n := idleTo(); n != idle {
-			t.Errorf("%s: %d idle upstream connections to the endpoint, want %d", when, n, idle)
-		}
-	}
-	bp.get(t, "/api/v2/items")
-	expect("before", 1, 1)
-	opened := p.pool.Stats().ConnectionsOpened
+			p := bp.proxy
+			ep := netip.MustParseAddr("127.0.0.2")
+			key := hbone.Target{Source: benchWaypoint, Destination: []spiffe.ID{benchBackendID}, Addr: netip.AddrPortFrom(ep, 15008)}.Key()
+			idleTo := func() int {
+				n := 0
+				p.h1fast.mu.Lock()
+				defer p.h1fast.mu.Unlock()
+				for host, cs := range p.h1fast.idle {
+					if dst, _, err := parseUpstreamHost(host); err == nil && dst.Addr() == ep {
+						n += len(cs)
+					}
+				}
+				return n
+			}
+			expect := func(when string, conns, idle int) {
+				t.Helper()
+				if n := p.pool.Conns(key); n != conns {
+					t.Errorf("%s: %d pooled HBONE connections to the endpoint, want %d", when, n, conns)
+				}
+				if n := idleTo(); n != idle {
+					t.Errorf("%s: %d idle upstream connections to the endpoint, want %d", when, n, idle)
+				}
+			}
+			bp.get(t, "/api/v2/items")
+			expect("before", 1, fast)
+			opened := p.pool.Stats().ConnectionsOpened
 
-	// The echo pod is replaced by another (new uid) at the same address.
-	echo := bp.store.State().View().WorkloadByIP(ep)
-	next := proto.Clone(echo).(*meshv1.Workload)
-	next.Uid, next.Name = "c/Pod/shop/echo-2", "echo-2"
-	err := bp.store.Apply(&xds.Update{Version: 2, Types: []xds.TypeUpdate{{TypeURL: meshv1.TypeWorkload,
-		Upserts: []xds.Resource{{Name: next.Uid, Message: next}}, Removes: []string{echo.Uid}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	expect("after the replacement", 0, 0)
-	bp.get(t, "/api/v2/items")
-	if got := p.pool.Stats().ConnectionsOpened - opened; got != 1 {
-		t.Errorf("after the replacement %d HBONE connections were dialled, want 1 (a new one)", got)
-	}
-	expect("after a new request", 1, 1)
+			// The echo pod is replaced by another (new uid) at the same address.
+			echo := bp.store.State().View().WorkloadByIP(ep)
+			next := proto.Clone(echo).(*meshv1.Workload)
+			next.Uid, next.Name = "c/Pod/shop/echo-2", "echo-2"
+			err := bp.store.Apply(&xds.Update{Version: 2, Types: []xds.TypeUpdate{{TypeURL: meshv1.TypeWorkload,
+				Upserts: []xds.Resource{{Name: next.Uid, Message: next}}, Removes: []string{echo.Uid}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			expect("after the replacement", 0, 0)
+			bp.get(t, "/api/v2/items")
+			if got := p.pool.Stats().ConnectionsOpened - opened; got != 1 {
+				t.Errorf("after the replacement %d HBONE connections were dialled, want 1 (a new one)", got)
+			}
+			expect("after a new request", 1, fast)
 
-	// An update that replaces no workload leaves the connections alone.
-	err = bp.store.Apply(&xds.Update{Version: 3, Types: []xds.TypeUpdate{{TypeURL: meshv1.TypeWorkload,
-		Upserts: []xds.Resource{{Name: next.Uid, Message: proto.Clone(next)}}}}})
-	if err != nil {
-		t.Fatal(err)
+			// An update that replaces no workload leaves the connections alone.
+			err = bp.store.Apply(&xds.Update{Version: 3, Types: []xds.TypeUpdate{{TypeURL: meshv1.TypeWorkload,
+				Upserts: []xds.Resource{{Name: next.Uid, Message: proto.Clone(next)}}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			expect("after an update in place", 1, fast)
+		})
 	}
-	expect("after an update in place", 1, 1)
 }

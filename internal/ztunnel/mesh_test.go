@@ -593,6 +593,11 @@ func TestMesh(t *testing.T) {
 			old, err = os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 			return err
 		}))
+		// The previous subtest's configuration change must have reached the
+		// client's node for the Service too, not just for the pod it checked.
+		eventually(t, "the Service VIP to answer", func() bool {
+			return strings.HasPrefix(m.whoami(t, m.client, "10.96.0.10:80"), "10.244.1.2:")
+		})
 		must(t, portRange("40000 40000"))
 		defer func() { must(t, portRange(strings.TrimSpace(string(old)))) }()
 		held, err := m.dial(t, m.client, "10.96.0.10:9000")
@@ -837,9 +842,14 @@ func TestDrain(t *testing.T) {
 	}
 }
 
+// apply replaces a manifest file atomically: the control plane polls the
+// directory, and a half-written file can be valid YAML holding a subset of
+// the objects (a mesh without the Service the next subtest dials).
 func (m *testMesh) apply(t *testing.T, name, yaml string) {
 	t.Helper()
-	must(t, os.WriteFile(filepath.Join(m.dir, name), []byte(yaml), 0o644))
+	tmp := filepath.Join(m.dir, "."+name+".tmp")
+	must(t, os.WriteFile(tmp, []byte(yaml), 0o644))
+	must(t, os.Rename(tmp, filepath.Join(m.dir, name)))
 }
 
 func (m *testMesh) remove(t *testing.T, name string) {

@@ -219,7 +219,17 @@ func (m *Mesh) StopControlPlane() {
 // Apply writes a manifest file into the control plane's directory.
 func (m *Mesh) Apply(t *testing.T, name, yaml string) {
 	t.Helper()
-	Must(t, os.WriteFile(filepath.Join(m.Dir, name), []byte(yaml), 0o644))
+	m.writeManifest(t, name, yaml)
+}
+
+// writeManifest replaces a manifest file atomically: the control plane polls
+// the directory, and a half-written file can be valid YAML holding a subset
+// of the objects (which would also count as the change being pushed).
+func (m *Mesh) writeManifest(t testing.TB, name, yaml string) {
+	t.Helper()
+	tmp := filepath.Join(m.Dir, "."+name+".tmp")
+	Must(t, os.WriteFile(tmp, []byte(yaml), 0o644))
+	Must(t, os.Rename(tmp, filepath.Join(m.Dir, name)))
 }
 
 // Remove deletes a manifest file.
@@ -245,7 +255,7 @@ func (m *Mesh) Change(t testing.TB, name, yaml string, admins ...string) {
 	if yaml == "" {
 		Must(t, os.Remove(filepath.Join(m.Dir, name)))
 	} else {
-		Must(t, os.WriteFile(filepath.Join(m.Dir, name), []byte(yaml), 0o644))
+		m.writeManifest(t, name, yaml)
 	}
 	var now uint64
 	Eventually(t, name+" pushed", func() bool { now = m.Version(t); return now > before })

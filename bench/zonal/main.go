@@ -132,7 +132,12 @@ func run() error {
 		p.Note = steeredAway(p.Timeline, 3)
 		phases = append(phases, p)
 		setDelay("0s")
-		time.Sleep(3 * time.Second) // probes see zone-c recover
+		// The next phase is meant to start healthy: keep the load on until
+		// every waypoint has seen zone-c recover (fail-back is deliberately
+		// slow: probes every 5 s, each moving the average at most halfway).
+		if err := settle(90 * time.Second); err != nil {
+			return err
+		}
 	}
 
 	// Locality on: every zone-a backend process is killed, and kept dead
@@ -545,4 +550,60 @@ func render(ps []*phase) string {
 		fmt.Fprintln(&b)
 	}
 	return b.String()
+}
+
+// settle runs unmeasured load until no waypoint still holds zone-c
+// degraded, as their logs say, or fails after limit.
+func settle(limit time.Duration) error {
+	start := time.Now()
+	for {
+		var wg sync.WaitGroup
+		for _, z := range zones {
+			wg.Go(func() { load("client-"+z[len(z)-1:], 5*time.Second) })
+		}
+		wg.Wait()
+		degraded, err := zoneCDegraded()
+		if err != nil {
+			return err
+		}
+		if degraded == 0 {
+			logf("  zone-c recovered at every waypoint %.0f s after its delay was removed", time.Since(start).Seconds())
+			return nil
+		}
+		if time.Since(start) > limit {
+			return fmt.Errorf("zone-c still degraded at %d waypoint(s) %s after its delay was removed", degraded, limit)
+		}
+	}
+}
+
+// zoneCDegraded counts the waypoints whose last zone-c health event is
+// "zone degraded".
+func zoneCDegraded() (int, error) {
+	logs, err := filepath.Glob(filepath.Join("/run/ambit", *name, "logs", "*waypoint*.log"))
+	if err != nil || len(logs) == 0 {
+		return 0, fmt.Errorf("no waypoint logs under /run/ambit/%s/logs: %v", *name, err)
+	}
+	n := 0
+	for _, f := range logs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return 0, err
+		}
+		last := ""
+		for line := range strings.Lines(string(b)) {
+			if !strings.Contains(line, " zone=zone-c ") {
+				continue
+			}
+			switch {
+			case strings.Contains(line, `msg="zone degraded"`):
+				last = "degraded"
+			case strings.Contains(line, `msg="zone recovered"`):
+				last = "recovered"
+			}
+		}
+		if last == "degraded" {
+			n++
+		}
+	}
+	return n, nil
 }

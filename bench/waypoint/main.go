@@ -431,12 +431,7 @@ func diag(ctx context.Context, ns *netns.NS, fortio, work string, ways []*way) e
 			}
 			out := filepath.Join(work, "perf-stat.csv")
 			perf := exec.CommandContext(ctx, "perf", "stat", "-x", ",", "-o", out, "-e", "raw_syscalls:sys_enter,context-switches", "-p", strings.Join(pids, ","))
-			if err := perf.Start(); err != nil {
-				return fmt.Errorf("perf: %w", err)
-			}
-			s, err := measure(ctx, ns, fortio, work, w, qps)
-			perf.Process.Signal(os.Interrupt)
-			perf.Wait()
+			s, err := measureUnder(perf, func() (sample, error) { return measure(ctx, ns, fortio, work, w, qps) })
 			if err != nil {
 				return err
 			}
@@ -472,12 +467,7 @@ func perfRecord(ctx context.Context, ns *netns.NS, fortio, work string, ways []*
 			out := filepath.Join(*flagPerf, "waypoint-"+map[string]string{"1000": "1000", "0": "max"}[qps]+".perf.data")
 			perf := exec.CommandContext(ctx, "perf", "record", "-g", "-F", "999", "-o", out, "-p", strconv.Itoa(w.proc.Process.Pid))
 			perf.Stdout, perf.Stderr = os.Stderr, os.Stderr
-			if err := perf.Start(); err != nil {
-				return fmt.Errorf("perf: %w", err)
-			}
-			s, err := measure(ctx, ns, fortio, work, w, qps)
-			perf.Process.Signal(os.Interrupt)
-			perf.Wait()
+			s, err := measureUnder(perf, func() (sample, error) { return measure(ctx, ns, fortio, work, w, qps) })
 			if err != nil {
 				return err
 			}
@@ -583,4 +573,16 @@ func report(samples []sample) {
 		fmt.Printf("%s added p99 at 1000 rps: %.3f ms, nginx %.3f ms, ratio %.2f (target ≤ 2)\n", name, wp.P99-d.P99, ng.P99-d.P99, (wp.P99-d.P99)/(ng.P99-d.P99))
 		fmt.Printf("%s peak RSS at 16 connections: %.1f MiB (target ≤ 40)\n", name, max(wp.RSSMiB, wm.RSSMiB))
 	}
+}
+
+// measureUnder runs one measurement while perf watches, and stops perf
+// (SIGINT, so it writes its output) when the measurement ends.
+func measureUnder(perf *exec.Cmd, run func() (sample, error)) (sample, error) {
+	if err := perf.Start(); err != nil {
+		return sample{}, fmt.Errorf("perf: %w", err)
+	}
+	s, err := run()
+	perf.Process.Signal(os.Interrupt)
+	perf.Wait()
+	return s, err
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ambit-mesh/ambit/internal/cli"
 	"github.com/ambit-mesh/ambit/internal/local"
+	"github.com/ambit-mesh/ambit/internal/spiffe"
 )
 
 func getCommand() *cli.Command {
@@ -206,7 +207,8 @@ namespace "default" unless -n or -A (all namespaces) is given.`,
 					if p.Waypoint != "" {
 						workload = "waypoint " + p.Waypoint
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\tspiffe://cluster.local/ns/%s/sa/%s\n", p.Name, workload, p.Node, zone[p.Node], p.IP, proto, p.Namespace, p.ServiceAccount)
+					id := spiffe.ID{TrustDomain: local.TrustDomain, Namespace: p.Namespace, ServiceAccount: p.ServiceAccount}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, workload, p.Node, zone[p.Node], p.IP, proto, id)
 				}
 			case "services":
 				if namespace == "" {

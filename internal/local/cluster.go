@@ -399,7 +399,7 @@ func (s *Source) Set(snap *model.Snapshot) {
 }
 
 func (c *Cluster) startControlPlane() error {
-	authority, err := ca.New(ca.Options{TrustDomain: trustDomain, Dir: filepath.Join(c.dir, "ca"), Logger: c.log.With("component", "ca")})
+	authority, err := ca.New(ca.Options{TrustDomain: TrustDomain, Dir: filepath.Join(c.dir, "ca"), Logger: c.log.With("component", "ca")})
 	if err != nil {
 		return err
 	}
@@ -415,7 +415,7 @@ func (c *Cluster) startControlPlane() error {
 		}
 	}
 	mesh := model.DefaultMeshConfig()
-	mesh.TrustDomain = trustDomain
+	mesh.TrustDomain = TrustDomain
 	c.source = NewSource(c.prep.Plan.Apply(c.prep.Snapshot))
 	var cp *controlplane.Server
 	// The listeners are created inside the cluster's network namespace.
@@ -459,7 +459,7 @@ func (c *Cluster) startZtunnels() error {
 		go agent.ListenAndServe(c.ctx, socket)
 		args := []string{"--node", n.Name, "--control-plane", c.state.ControlPlane,
 			"--token-file", filepath.Join(nodeDir, "token"), "--root-cert", filepath.Join(c.dir, "root-cert.pem"),
-			"--trust-domain", trustDomain, "--agent-socket", socket,
+			"--trust-domain", TrustDomain, "--agent-socket", socket,
 			"--admin-addr", "127.0.0.1:15000", "--metrics-addr", fmt.Sprintf(":%d", metricsPort),
 			"--ready-addr", fmt.Sprintf(":%d", readyPort), "--drain-timeout", "1s"}
 		name := n.Name

@@ -98,9 +98,11 @@ import (
 	"github.com/ambit-mesh/ambit/internal/model"
 )
 
+// TrustDomain is the local cluster's SPIFFE trust domain.
+const TrustDomain = "cluster.local"
+
 const (
 	bridgeName   = "br0"
-	trustDomain  = "cluster.local"
 	cpGRPCPort   = 15012
 	cpHTTPPort   = 15014
 	metricsPort  = 15020

@@ -90,7 +90,7 @@ func addWaypoints(snap *model.Snapshot, dir string, cp netip.AddrPort, zones int
 						Containers: []corev1.Container{{
 							Name: "waypoint",
 							Command: []string{"waypoint", "--node", "$(NODE_NAME)", "--control-plane", cp.String(),
-								"--token-file", token, "--root-cert", filepath.Join(dir, "root-cert.pem"), "--trust-domain", trustDomain,
+								"--token-file", token, "--root-cert", filepath.Join(dir, "root-cert.pem"), "--trust-domain", TrustDomain,
 								"--admin-addr", "127.0.0.1:15000", "--metrics-addr", fmt.Sprintf(":%d", metricsPort),
 								"--ready-addr", fmt.Sprintf(":%d", readyPort), "--drain-timeout", "1s"},
 							Env: []corev1.EnvVar{{Name: "GATEWAY_NAME", Value: k.Name}, {Name: "SERVICE_ACCOUNT", Value: k.Name}},

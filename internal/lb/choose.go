@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -176,6 +177,15 @@ type Request struct {
 	// with an endpoint in a healthy zone wins — and now and then one
 	// request probes a random endpoint so every zone's latency stays known.
 	Health *Health
+	// Locality, when set, is a DestinationRule's distribute, failover or
+	// failoverPriority, applied relative to Source's locality (and labels);
+	// it replaces the routing preference. Health applies as with FAILOVER.
+	Locality *LocalityPolicy
+
+	// What Choose resolved of Locality for this request.
+	dist   *distributeRule // the distribute rule matching Source
+	entry  int             // 1 + the distribute locality chosen; 0: not yet
+	tiered bool            // failover / failoverPriority tiers
 }
 
 // LoadBalancingMode is the mode in force: MODE_UNSPECIFIED when locality
@@ -256,8 +266,8 @@ func (c *LocalityChooser) Choose(r Request) int {
 	if c.Ejector != nil || r.Health != nil {
 		top = avoidEjected
 	}
-	lb := r.loadBalancing()
-	if r.Health != nil && r.Zone == "" && lb.GetMode() == meshv1.LoadBalancing_FAILOVER && len(lb.GetRoutingPreference()) > 0 {
+	r.resolveLocality()
+	if r.Health != nil && r.Zone == "" && r.localized() {
 		top = avoidDegraded
 		if r.Health.probeDue() {
 			if i := c.probe(r); i >= 0 {
@@ -273,6 +283,16 @@ func (c *LocalityChooser) Choose(r Request) int {
 	return -1
 }
 
+// localized reports whether locality keeps r's traffic to some zones
+// (which is when degraded zones are avoided and the others probed).
+func (r *Request) localized() bool {
+	if r.Locality != nil {
+		return r.dist != nil || r.tiered
+	}
+	lb := r.loadBalancing()
+	return lb.GetMode() == meshv1.LoadBalancing_FAILOVER && len(lb.GetRoutingPreference()) > 0
+}
+
 // probe picks an endpoint of the zone observed least recently (never
 // observed first; a degraded zone only every DegradedProbeInterval), uniformly, not by the Scorer: the probe is for the zones
 // traffic does not reach. Endpoints are sorted by region and zone, so each
@@ -286,7 +306,7 @@ func (c *LocalityChooser) probe(r Request) int {
 		for hi < len(eps) && eps[hi].Locality.GetZone() == eps[lo].Locality.GetZone() && eps[hi].Locality.GetRegion() == eps[lo].Locality.GetRegion() {
 			hi++
 		}
-		if last, ok := r.Health.lastSample(eps[lo], now); ok && (bestLo < 0 || last < bestLast) {
+		if last, ok := r.Health.lastSample(eps[lo], now); ok && (bestLo < 0 || last < bestLast) && r.anyDistributed(lo, hi) {
 			bestLo, bestHi, bestLast = lo, hi, last
 		}
 		lo = hi
@@ -298,8 +318,28 @@ func (c *LocalityChooser) probe(r Request) int {
 	return uniform.pickIn(r, bestLo, bestHi, avoidEjected)
 }
 
+// anyDistributed reports whether distribute lets any of eps[lo:hi] have
+// traffic (a probe never goes where the policy sends none).
+func (r *Request) anyDistributed(lo, hi int) bool {
+	for _, e := range r.Endpoints[lo:hi] {
+		if r.distributed(e) {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *LocalityChooser) choose(r Request, lvl int) int {
-	if r.Zone != "" {
+	switch {
+	case r.Zone != "":
+		return c.pickIn(r, 0, len(r.Endpoints), lvl)
+	case r.dist != nil:
+		return c.chooseDistributed(r, lvl)
+	case r.tiered:
+		return c.chooseByScan(r, nil, meshv1.LoadBalancing_FAILOVER, lvl)
+	case r.Locality != nil:
+		// Distribute with no rule for this caller, or no caller: no
+		// locality, as in Istio.
 		return c.pickIn(r, 0, len(r.Endpoints), lvl)
 	}
 	lb := r.loadBalancing()
@@ -337,6 +377,9 @@ func (c *LocalityChooser) eligible(r *Request, e *Endpoint, lvl int) bool {
 		}
 	}
 	if r.Zone != "" && e.Locality.GetZone() != r.Zone {
+		return false
+	}
+	if !r.distributed(e) {
 		return false
 	}
 	if lvl >= avoidEjected {
@@ -444,14 +487,24 @@ func rank(scopes []meshv1.LoadBalancing_Scope, src *meshv1.Workload, e *Endpoint
 	return len(scopes)
 }
 
-// chooseByScan handles any routing_preference order in two passes.
+// rankOf is e's rank for r, higher first: the routing_preference scopes
+// shared with the source, or minus the policy's failover priority.
+func (r *Request) rankOf(scopes []meshv1.LoadBalancing_Scope, e *Endpoint) int {
+	if r.tiered {
+		return -r.Locality.priority(r.Source, e)
+	}
+	return rank(scopes, r.Source, e)
+}
+
+// chooseByScan handles any routing_preference order, and failover
+// priorities, in two passes.
 func (c *LocalityChooser) chooseByScan(r Request, scopes []meshv1.LoadBalancing_Scope, mode meshv1.LoadBalancing_Mode, lvl int) int {
-	best, n := -1, 0
+	best, n := math.MinInt, 0
 	for _, e := range r.Endpoints {
 		if !c.eligible(&r, e, lvl) {
 			continue
 		}
-		rk := rank(scopes, r.Source, e)
+		rk := r.rankOf(scopes, e)
 		switch {
 		case mode == meshv1.LoadBalancing_STRICT:
 			if rk == len(scopes) {
@@ -477,7 +530,7 @@ func (c *LocalityChooser) chooseByScan(r Request, scopes []meshv1.LoadBalancing_
 	}
 	i1, i2, k := -1, -1, 0
 	for i, e := range r.Endpoints {
-		if !c.eligible(&r, e, lvl) || rank(scopes, r.Source, e) != best {
+		if !c.eligible(&r, e, lvl) || r.rankOf(scopes, e) != best {
 			continue
 		}
 		if k == k1 {

@@ -28,6 +28,32 @@ func feed(h *Health, c *clock, e *Endpoint, latency time.Duration, n int, step t
 	}
 }
 
+// slowZone feeds a second of samples, 10 ms apart: every endpoint answers
+// in 1 ms, zone's in 300 ms (enough to mark it degraded).
+func slowZone(h *Health, c *clock, all []*Endpoint, zone string) {
+	for range 100 {
+		for _, e := range all {
+			l := ms(1)
+			if e.Locality.GetZone() == zone {
+				l = ms(300)
+			}
+			feed(h, c, e, l, 1, 10*time.Millisecond)
+		}
+	}
+}
+
+// steadyHealth is a Health after prepare (if any), with the next probe an
+// hour away: draws from it see the steady choice.
+func steadyHealth(prepare func(*Health, *clock)) *Health {
+	c := newClock()
+	h := NewHealth(HealthConfig{Now: c.now, ProbeInterval: time.Hour})
+	if prepare != nil {
+		prepare(h, c)
+	}
+	h.nextProbe.Store(c.t.Add(time.Hour).UnixNano())
+	return h
+}
+
 func TestEWMA(t *testing.T) {
 	c := newClock()
 	h := NewHealth(HealthConfig{Tau: time.Second, Now: c.now})
@@ -288,17 +314,7 @@ func TestChooserWithHealth(t *testing.T) {
 	strictLB := &meshv1.Service{LoadBalancing: &meshv1.LoadBalancing{RoutingPreference: []meshv1.LoadBalancing_Scope{REGION, ZONE}, Mode: STRICT}}
 	none := &meshv1.Service{}
 
-	degrade := func(h *Health, c *clock, zone *Endpoint) {
-		for range 100 {
-			for _, e := range all {
-				l := ms(1)
-				if e.Locality.GetZone() == zone.Locality.GetZone() {
-					l = ms(300)
-				}
-				feed(h, c, e, l, 1, 10*time.Millisecond)
-			}
-		}
-	}
+	degrade := func(h *Health, c *clock, zone *Endpoint) { slowZone(h, c, all, zone.Locality.GetZone()) }
 	eject := func(h *Health, _ *clock, eps ...*Endpoint) {
 		for _, e := range eps {
 			for range 5 {
@@ -329,13 +345,7 @@ func TestChooserWithHealth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := newClock()
-			// Probes far apart: the draws below see the steady choice.
-			h := NewHealth(HealthConfig{Now: c.now, ProbeInterval: time.Hour})
-			if tt.prepare != nil {
-				tt.prepare(h, c)
-			}
-			h.nextProbe.Store(c.t.Add(time.Hour).UnixNano())
+			h := steadyHealth(tt.prepare)
 			r := Request{Service: tt.svc, Endpoints: all, Source: src, Zone: tt.zone, Health: h}
 			if got := candidates(t, LocalityChooser{}, r); !slices.Equal(got, tt.want) {
 				t.Errorf("candidates = %v, want %v", got, tt.want)

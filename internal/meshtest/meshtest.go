@@ -54,7 +54,8 @@ type Pod struct {
 
 // Options describe the mesh.
 type Options struct {
-	// Nodes maps node names to zones.
+	// Nodes maps node names to zones ("zone", in region "local") or
+	// "region/zone".
 	Nodes map[string]string
 	Pods  []*Pod
 	// Manifests are the other objects: namespaces, services, routes, policies.
@@ -95,7 +96,11 @@ func Start(t *testing.T, opts Options) *Mesh {
 	Must(t, netns.AddAddr(m.Bridge, "br0", netip.MustParsePrefix("10.244.0.1/16")))
 	var manifests strings.Builder
 	for _, node := range slices.Sorted(maps.Keys(opts.Nodes)) {
-		fmt.Fprintf(&manifests, "apiVersion: v1\nkind: Node\nmetadata: {name: %s, labels: {topology.kubernetes.io/region: local, topology.kubernetes.io/zone: %s}}\n---\n", node, opts.Nodes[node])
+		region, zone, ok := strings.Cut(opts.Nodes[node], "/")
+		if !ok {
+			region, zone = "local", opts.Nodes[node]
+		}
+		fmt.Fprintf(&manifests, "apiVersion: v1\nkind: Node\nmetadata: {name: %s, labels: {topology.kubernetes.io/region: %s, topology.kubernetes.io/zone: %s}}\n---\n", node, region, zone)
 	}
 	for i, p := range opts.Pods {
 		p.NS = netnstest.New(t)

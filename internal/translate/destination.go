@@ -12,6 +12,7 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
+	ambitlb "github.com/ambit-mesh/ambit/internal/lb"
 	"github.com/ambit-mesh/ambit/internal/model"
 )
 
@@ -288,13 +289,15 @@ func loadBalancerPolicy(lb *networkingapi.LoadBalancerSettings, ignored *[]strin
 			ll.Failover = append(ll.Failover, &meshv1.LoadBalancerPolicy_LocalityLb_Failover{From: f.GetFrom(), To: f.GetTo()})
 		}
 		ll.FailoverPriority = append(ll.FailoverPriority, l.GetFailoverPriority()...)
-		out.Locality = ll
-		// The waypoint honours enabled (the caller's zone first, then the
-		// others, avoiding degraded zones); weights and explicit failover
-		// orders are carried to it but not applied yet.
-		if len(ll.Distribute) > 0 || len(ll.Failover) > 0 || len(ll.FailoverPriority) > 0 {
-			*ignored = append(*ignored, "loadBalancer.localityLbSetting distribute/failover/failoverPriority (enabled is honoured)")
+		// The waypoint applies all of it (internal/lb.LocalityPolicy); the
+		// pod labels failoverPriority names reach it on the Workloads
+		// (priorityLabels). What it could not compile is dropped here, so
+		// the rest of the DestinationRule still applies.
+		if _, err := ambitlb.CompileLocality(ll); err != nil {
+			*ignored = append(*ignored, "loadBalancer.localityLbSetting distribute/failover/failoverPriority ("+err.Error()+")")
+			ll.Distribute, ll.Failover, ll.FailoverPriority = nil, nil, nil
 		}
+		out.Locality = ll
 	}
 	if lb.GetZoneAwareLbSetting() != nil {
 		*ignored = append(*ignored, "loadBalancer.zoneAwareLbSetting")

@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
@@ -20,8 +22,9 @@ import (
 //
 // A pod's Workload depends on the pod, its node (locality), its namespace
 // (labels), the Services, EndpointSlices and selector AuthorizationPolicies
-// of its namespace, and mesh-wide the root namespace's policies and every
-// Gateway (waypoint binding). Those are compared per translation; anything else a Workload
+// of its namespace, and mesh-wide the root namespace's policies, every
+// Gateway (waypoint binding) and the label names DestinationRules'
+// failoverPriority lists. Those are compared per translation; anything else a Workload
 // reads must be added here.
 //
 // Translator is not safe for concurrent use; the messages it returns must
@@ -105,6 +108,8 @@ func (t *translator) globalDependencies() []any {
 	for _, k := range t.policiesByNS[t.mesh.RootNamespace] {
 		deps = append(deps, k, t.snap.AuthorizationPolicies[k])
 	}
+	// The pod labels Workloads carry (DestinationRules' failoverPriority).
+	deps = append(deps, strings.Join(t.priorityLabels, "\x00"))
 	return deps
 }
 

@@ -102,6 +102,16 @@ metadata:
   name: node-a
   labels:
     topology.kubernetes.io/zone: zone-z
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: by-app, namespace: other}
+spec:
+  host: bystander.other.svc.cluster.local
+  trafficPolicy:
+    loadBalancer:
+      localityLbSetting:
+        failoverPriority: [topology.kubernetes.io/zone, app]
 `)
 	const echo, bystander = "Kubernetes/Pod/shop/echo-v1-7d9f-abcde", "Kubernetes/Pod/other/bystander"
 	put := func(s *model.Snapshot, obj any) *model.Snapshot {
@@ -141,6 +151,10 @@ metadata:
 		}, false, true},
 		{"gateway appears", func(s *model.Snapshot) *model.Snapshot { return put(s, more.Gateways[k("shop", "waypoint")]) }, false, false},
 		{"node moved zone", func(s *model.Snapshot) *model.Snapshot { return put(s, more.Nodes["node-a"]) }, false, true},
+		// Workloads now carry their "app" label, and only that.
+		{"failoverPriority names a label", func(s *model.Snapshot) *model.Snapshot {
+			return put(s, more.DestinationRules[k("other", "by-app")])
+		}, false, false},
 		{"pod deleted", func(s *model.Snapshot) *model.Snapshot {
 			next := s.Clone()
 			next.Delete(model.Ref{Kind: model.KindPod, Namespace: "shop", Name: "echo-v1-7d9f-abcde"})
@@ -170,6 +184,9 @@ metadata:
 		}
 		if w := got.Workloads[echo]; w != nil && (w == prev.Workloads[echo]) != st.echoReused {
 			t.Errorf("%s: echo workload reused = %v, want %v", st.name, !st.echoReused, st.echoReused)
+		}
+		if l := got.Workloads[bystander].GetLabels(); len(snap.DestinationRules) > 0 != (len(l) == 1 && l["app"] == "bystander") {
+			t.Errorf("%s: bystander's labels %v", st.name, l)
 		}
 		if (got.Workloads[bystander] == prev.Workloads[bystander]) != st.bystanderKept {
 			t.Errorf("%s: bystander reused = %v, want %v", st.name, !st.bystanderKept, st.bystanderKept)

@@ -100,6 +100,10 @@ type translator struct {
 	sliceServices map[model.Key][]sliceMember
 	// policiesByNS lists selector-scoped AuthorizationPolicies by namespace.
 	policiesByNS map[string][]model.Key
+	// priorityLabels are the label names DestinationRules'
+	// localityLbSetting.failoverPriority rank by, sorted: Workloads carry
+	// these of their pod's labels, no others.
+	priorityLabels []string
 
 	problems []Problem
 
@@ -140,6 +144,7 @@ func newTranslator(snap *model.Snapshot, mesh model.MeshConfig) *translator {
 		sortKeys(keys)
 	}
 	t.indexEndpointSlices()
+	t.priorityLabels = priorityLabels(snap)
 	for k, p := range snap.AuthorizationPolicies {
 		if len(p.Spec.GetSelector().GetMatchLabels()) > 0 && !hasTargetRefs(p) {
 			t.policiesByNS[k.Namespace] = append(t.policiesByNS[k.Namespace], k)

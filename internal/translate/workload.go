@@ -1,9 +1,12 @@
 package translate
 
 import (
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
+	networkingapi "istio.io/api/networking/v1alpha3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -68,12 +71,44 @@ func (t *translator) workload(k model.Key, pod *corev1.Pod) *meshv1.Workload {
 		AuthorizationPolicies: t.selectedPolicies(pod),
 	}
 	w.CanonicalName, w.CanonicalRevision = canonicalNameRevision(pod.Labels, w.WorkloadName)
+	for _, l := range t.priorityLabels {
+		if v, ok := pod.Labels[l]; ok {
+			if w.Labels == nil {
+				w.Labels = map[string]string{}
+			}
+			w.Labels[l] = v
+		}
+	}
 	if t.inAmbient(pod) {
 		w.TunnelProtocol = meshv1.TunnelProtocol_HBONE
 		w.Waypoint = t.useWaypoint(ref, pod.Labels, waypointForWorkload)
 	}
 	w.Services = t.sliceServicesOf(k, t.servicesOf(pod))
 	return w
+}
+
+// priorityLabels lists the label names any DestinationRule's
+// localityLbSetting.failoverPriority ranks by ("name" of "name=value"),
+// sorted, leaving out those waypoints derive from the locality.
+func priorityLabels(snap *model.Snapshot) []string {
+	seen := map[string]bool{}
+	add := func(tp *networkingapi.TrafficPolicy) {
+		for _, p := range tp.GetLoadBalancer().GetLocalityLbSetting().GetFailoverPriority() {
+			name, _, _ := strings.Cut(p, "=")
+			switch name {
+			case labelTopologyRegion, labelTopologyZone, labelTopologySubzone, "":
+			default:
+				seen[name] = true
+			}
+		}
+	}
+	for _, dr := range snap.DestinationRules {
+		add(dr.Spec.GetTrafficPolicy())
+		for _, s := range dr.Spec.GetSubsets() {
+			add(s.GetTrafficPolicy())
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
 }
 
 func podAddresses(pod *corev1.Pod) []string {

@@ -16,6 +16,7 @@ import (
 type tunnel struct {
 	peer      spiffe.ID
 	src       netip.Addr // the client: the tunnel's source address
+	self      netip.Addr // this waypoint instance: the connection's local address
 	authority netip.AddrPort
 	baggage   string
 
@@ -26,8 +27,8 @@ type tunnel struct {
 	series atomic.Pointer[lastSeries]
 }
 
-func newTunnel(peer spiffe.ID, src netip.Addr, authority netip.AddrPort, baggage string) *tunnel {
-	return &tunnel{peer: peer, src: src, authority: authority, baggage: baggage, srcText: src.String()}
+func newTunnel(peer spiffe.ID, src, self netip.Addr, authority netip.AddrPort, baggage string) *tunnel {
+	return &tunnel{peer: peer, src: src, self: self, authority: authority, baggage: baggage, srcText: src.String()}
 }
 
 type tunnelKey struct{}

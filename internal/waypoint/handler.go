@@ -470,7 +470,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		var st *endpointStats
 		if c != nil {
 			eps := c.endpoints(x.view.Endpoints(dest.GetService()))
-			e = c.pick(eps, &state.Request{Service: x.dstSvc, Port: sp, Source: x.source(), Zone: r.Header.Get(destinationZoneHeader)}, hash, hasHash, exclude)
+			e = c.pick(eps, &state.Request{Service: x.dstSvc, Port: sp, Source: c.caller(x.view, x.t, x.source()), Zone: r.Header.Get(destinationZoneHeader)}, hash, hasHash, exclude)
 			if e == nil {
 				x.reply(http.StatusServiceUnavailable, "UH", "no healthy upstream")
 				return
@@ -806,7 +806,7 @@ func (p *Proxy) sendMirror(cfg *config, view *state.View, d *meshv1.Destination,
 		return
 	}
 	c, _ := p.clusterFor(cfg, d.GetService(), d.GetSubset())
-	e := c.pick(c.endpoints(view.Endpoints(d.GetService())), &state.Request{Service: svc, Port: sp, Source: view.WorkloadByIP(t.src)}, 0, false, nil)
+	e := c.pick(c.endpoints(view.Endpoints(d.GetService())), &state.Request{Service: svc, Port: sp, Source: c.caller(view, t, view.WorkloadByIP(t.src))}, 0, false, nil)
 	if e == nil {
 		return
 	}

@@ -54,6 +54,10 @@ type trafficPolicy struct {
 	// (noLocality) and enabled: true turns on "prefer the caller's zone"
 	// for a Service that states no preference (preferClose).
 	locality *meshv1.LoadBalancing
+	// localityPolicy is localityLbSetting's distribute, failover and
+	// failoverPriority (nil: none), which replace the Service's
+	// preference.
+	localityPolicy *lb.LocalityPolicy
 }
 
 var (
@@ -117,8 +121,8 @@ func compileTrafficPolicy(field string, tp *meshv1.TrafficPolicy) (*trafficPolic
 		return defaultTrafficPolicy, nil
 	}
 	out := &trafficPolicy{}
-	lb := tp.GetLoadBalancer()
-	switch lb.GetSimple() {
+	lbp := tp.GetLoadBalancer()
+	switch lbp.GetSimple() {
 	case meshv1.LoadBalancerPolicy_DEFAULT, meshv1.LoadBalancerPolicy_LEAST_REQUEST, meshv1.LoadBalancerPolicy_PASSTHROUGH:
 		out.lb = lbLeastRequest
 	case meshv1.LoadBalancerPolicy_ROUND_ROBIN:
@@ -126,16 +130,20 @@ func compileTrafficPolicy(field string, tp *meshv1.TrafficPolicy) (*trafficPolic
 	case meshv1.LoadBalancerPolicy_RANDOM:
 		out.lb = lbRandom
 	default:
-		return nil, fmt.Errorf("%s.load_balancer.simple: unknown value %d", field, lb.GetSimple())
+		return nil, fmt.Errorf("%s.load_balancer.simple: unknown value %d", field, lbp.GetSimple())
 	}
-	if lb.GetHashHeader() != "" || lb.GetHashCookie() != "" || lb.GetHashQueryParam() != "" || lb.GetHashSourceIp() {
+	if lbp.GetHashHeader() != "" || lbp.GetHashCookie() != "" || lbp.GetHashQueryParam() != "" || lbp.GetHashSourceIp() {
 		out.lb = lbHash
-		out.hashHeader, out.hashCookie, out.hashQuery, out.hashSourceIP = lb.GetHashHeader(), lb.GetHashCookie(), lb.GetHashQueryParam(), lb.GetHashSourceIp()
+		out.hashHeader, out.hashCookie, out.hashQuery, out.hashSourceIP = lbp.GetHashHeader(), lbp.GetHashCookie(), lbp.GetHashQueryParam(), lbp.GetHashSourceIp()
 	}
-	if l := lb.GetLocality(); l != nil {
+	if l := lbp.GetLocality(); l != nil {
 		out.locality = noLocality
 		if l.GetEnabled() {
 			out.locality = preferClose
+		}
+		var err error
+		if out.localityPolicy, err = lb.CompileLocality(l); err != nil {
+			return nil, fmt.Errorf("%s.load_balancer.locality: %w", field, err)
 		}
 	}
 	if cp := tp.GetConnectionPool(); cp != nil {
@@ -371,6 +379,7 @@ func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, h
 		if c.tp.locality != nil {
 			r.LoadBalancing = c.tp.locality
 		}
+		r.Locality = c.tp.localityPolicy
 		// Least request scores the two choices; round robin and random
 		// take the chooser's uniform pick within the tier when locality
 		// applies (the tier changes from one request to the next, so a
@@ -427,6 +436,19 @@ func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, h
 		}
 	}
 	return nil
+}
+
+// caller is the workload locality is judged from: the client, except
+// under a DestinationRule's distribute, failover or failoverPriority, which
+// Istio applies from the proxy's own locality and labels (Envoy's) — this
+// waypoint instance's, when the view knows it (else still the client's).
+func (c *cluster) caller(view *state.View, t *tunnel, client *meshv1.Workload) *meshv1.Workload {
+	if c.tp.localityPolicy != nil {
+		if w := view.WorkloadByIP(t.self); w != nil {
+			return w
+		}
+	}
+	return client
 }
 
 // Score implements lb.Scorer: (outstanding requests + 1) × response time

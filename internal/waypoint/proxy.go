@@ -260,7 +260,7 @@ func (p *Proxy) ServePlain(l net.Listener, authority netip.AddrPort) error {
 			return err
 		}
 		go func() {
-			t := newTunnel(spiffe.ID{}, addrOf(c.RemoteAddr()).Addr(), authority, "")
+			t := newTunnel(spiffe.ID{}, addrOf(c.RemoteAddr()).Addr(), addrOf(c.LocalAddr()).Addr(), authority, "")
 			cfg, view := p.store.config(), p.store.state.View()
 			if cfg == nil {
 				c.Close()
@@ -314,7 +314,7 @@ func (p *Proxy) Close() {
 // is something this waypoint serves, then hands the stream to the HTTP
 // server or relays it at L4.
 func (p *Proxy) handleTunnel(ctx context.Context, r *hbone.Request) {
-	t := newTunnel(r.Peer, addrOf(r.RemoteAddr).Addr(), r.Authority, r.Header.Get("Baggage"))
+	t := newTunnel(r.Peer, addrOf(r.RemoteAddr).Addr(), addrOf(r.LocalAddr).Addr(), r.Authority, r.Header.Get("Baggage"))
 	logger := p.log.With("peer", r.Peer.String(), "src", t.src.String(), "dst", t.authority.String())
 	cfg := p.store.config()
 	if cfg == nil {
@@ -471,7 +471,7 @@ func (p *Proxy) l4Target(cfg *config, view *state.View, t *tunnel) (netip.AddrPo
 	}
 	key := serviceKey(svc)
 	c, _ := p.clusterFor(cfg, key, "")
-	e := c.pick(c.endpoints(view.Endpoints(key)), &state.Request{Service: svc, Port: sp, Source: view.WorkloadByIP(t.src)}, 0, false, nil)
+	e := c.pick(c.endpoints(view.Endpoints(key)), &state.Request{Service: svc, Port: sp, Source: c.caller(view, t, view.WorkloadByIP(t.src))}, 0, false, nil)
 	if e == nil {
 		return netip.AddrPort{}, svc, fmt.Errorf("Service %s has no healthy endpoint", key)
 	}

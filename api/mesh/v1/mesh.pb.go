@@ -840,8 +840,12 @@ type Workload struct {
 	ClusterId             string         `protobuf:"bytes,17,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	// Set on waypoint instances: the Gateway ("<namespace>/<name>") they serve.
 	WaypointGateway string `protobuf:"bytes,18,opt,name=waypoint_gateway,json=waypointGateway,proto3" json:"waypoint_gateway,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The pod's labels that some DestinationRule's localityLbSetting
+	// failoverPriority names (only those: waypoints rank endpoints, and
+	// themselves, by them); empty when none does.
+	Labels        map[string]string `protobuf:"bytes,19,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Workload) Reset() {
@@ -998,6 +1002,13 @@ func (x *Workload) GetWaypointGateway() string {
 		return x.WaypointGateway
 	}
 	return ""
+}
+
+func (x *Workload) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 type ServicePort struct {
@@ -3461,7 +3472,7 @@ type HeaderModifier_Header struct {
 
 func (x *HeaderModifier_Header) Reset() {
 	*x = HeaderModifier_Header{}
-	mi := &file_mesh_v1_mesh_proto_msgTypes[38]
+	mi := &file_mesh_v1_mesh_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3473,7 +3484,7 @@ func (x *HeaderModifier_Header) String() string {
 func (*HeaderModifier_Header) ProtoMessage() {}
 
 func (x *HeaderModifier_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_mesh_proto_msgTypes[38]
+	mi := &file_mesh_v1_mesh_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3516,7 +3527,7 @@ type LoadBalancerPolicy_LocalityLb struct {
 
 func (x *LoadBalancerPolicy_LocalityLb) Reset() {
 	*x = LoadBalancerPolicy_LocalityLb{}
-	mi := &file_mesh_v1_mesh_proto_msgTypes[40]
+	mi := &file_mesh_v1_mesh_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3528,7 +3539,7 @@ func (x *LoadBalancerPolicy_LocalityLb) String() string {
 func (*LoadBalancerPolicy_LocalityLb) ProtoMessage() {}
 
 func (x *LoadBalancerPolicy_LocalityLb) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_mesh_proto_msgTypes[40]
+	mi := &file_mesh_v1_mesh_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3582,7 +3593,7 @@ type LoadBalancerPolicy_LocalityLb_Distribute struct {
 
 func (x *LoadBalancerPolicy_LocalityLb_Distribute) Reset() {
 	*x = LoadBalancerPolicy_LocalityLb_Distribute{}
-	mi := &file_mesh_v1_mesh_proto_msgTypes[41]
+	mi := &file_mesh_v1_mesh_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3594,7 +3605,7 @@ func (x *LoadBalancerPolicy_LocalityLb_Distribute) String() string {
 func (*LoadBalancerPolicy_LocalityLb_Distribute) ProtoMessage() {}
 
 func (x *LoadBalancerPolicy_LocalityLb_Distribute) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_mesh_proto_msgTypes[41]
+	mi := &file_mesh_v1_mesh_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3634,7 +3645,7 @@ type LoadBalancerPolicy_LocalityLb_Failover struct {
 
 func (x *LoadBalancerPolicy_LocalityLb_Failover) Reset() {
 	*x = LoadBalancerPolicy_LocalityLb_Failover{}
-	mi := &file_mesh_v1_mesh_proto_msgTypes[42]
+	mi := &file_mesh_v1_mesh_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3646,7 +3657,7 @@ func (x *LoadBalancerPolicy_LocalityLb_Failover) String() string {
 func (*LoadBalancerPolicy_LocalityLb_Failover) ProtoMessage() {}
 
 func (x *LoadBalancerPolicy_LocalityLb_Failover) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_mesh_proto_msgTypes[42]
+	mi := &file_mesh_v1_mesh_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3690,7 +3701,7 @@ type DestinationPolicy_Subset struct {
 
 func (x *DestinationPolicy_Subset) Reset() {
 	*x = DestinationPolicy_Subset{}
-	mi := &file_mesh_v1_mesh_proto_msgTypes[44]
+	mi := &file_mesh_v1_mesh_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3702,7 +3713,7 @@ func (x *DestinationPolicy_Subset) String() string {
 func (*DestinationPolicy_Subset) ProtoMessage() {}
 
 func (x *DestinationPolicy_Subset) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_mesh_proto_msgTypes[44]
+	mi := &file_mesh_v1_mesh_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3764,7 +3775,7 @@ const file_mesh_v1_mesh_proto_rawDesc = "" +
 	"\vtarget_port\x18\x02 \x01(\rR\n" +
 	"targetPort\"5\n" +
 	"\bPortList\x12)\n" +
-	"\x05ports\x18\x01 \x03(\v2\x13.ambit.mesh.v1.PortR\x05ports\"\xcd\x06\n" +
+	"\x05ports\x18\x01 \x03(\v2\x13.ambit.mesh.v1.PortR\x05ports\"\xc5\a\n" +
 	"\bWorkload\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -3785,10 +3796,14 @@ const file_mesh_v1_mesh_proto_rawDesc = "" +
 	"\x06status\x18\x10 \x01(\x0e2\x1d.ambit.mesh.v1.WorkloadStatusR\x06status\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x11 \x01(\tR\tclusterId\x12)\n" +
-	"\x10waypoint_gateway\x18\x12 \x01(\tR\x0fwaypointGateway\x1aT\n" +
+	"\x10waypoint_gateway\x18\x12 \x01(\tR\x0fwaypointGateway\x12;\n" +
+	"\x06labels\x18\x13 \x03(\v2#.ambit.mesh.v1.Workload.LabelsEntryR\x06labels\x1aT\n" +
 	"\rServicesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
-	"\x05value\x18\x02 \x01(\v2\x17.ambit.mesh.v1.PortListR\x05value:\x028\x01\"\x95\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x17.ambit.mesh.v1.PortListR\x05value:\x028\x01\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x01\n" +
 	"\vServicePort\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x12\x1f\n" +
 	"\vtarget_port\x18\x02 \x01(\rR\n" +
@@ -4111,7 +4126,7 @@ func file_mesh_v1_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_mesh_v1_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
-var file_mesh_v1_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_mesh_v1_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_mesh_v1_mesh_proto_goTypes = []any{
 	(TunnelProtocol)(0),                   // 0: ambit.mesh.v1.TunnelProtocol
 	(WorkloadStatus)(0),                   // 1: ambit.mesh.v1.WorkloadStatus
@@ -4161,16 +4176,17 @@ var file_mesh_v1_mesh_proto_goTypes = []any{
 	(*WaypointConfig)(nil),                // 45: ambit.mesh.v1.WaypointConfig
 	(*ServiceList)(nil),                   // 46: ambit.mesh.v1.ServiceList
 	nil,                                   // 47: ambit.mesh.v1.Workload.ServicesEntry
-	nil,                                   // 48: ambit.mesh.v1.PeerAuthentication.PortModesEntry
-	(*HeaderModifier_Header)(nil),         // 49: ambit.mesh.v1.HeaderModifier.Header
-	nil,                                   // 50: ambit.mesh.v1.Destination.SubsetLabelsEntry
-	(*LoadBalancerPolicy_LocalityLb)(nil), // 51: ambit.mesh.v1.LoadBalancerPolicy.LocalityLb
-	(*LoadBalancerPolicy_LocalityLb_Distribute)(nil), // 52: ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.Distribute
-	(*LoadBalancerPolicy_LocalityLb_Failover)(nil),   // 53: ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.Failover
-	nil,                              // 54: ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.Distribute.ToEntry
-	(*DestinationPolicy_Subset)(nil), // 55: ambit.mesh.v1.DestinationPolicy.Subset
-	nil,                              // 56: ambit.mesh.v1.DestinationPolicy.Subset.LabelsEntry
-	nil,                              // 57: ambit.mesh.v1.WaypointConfig.PolicyServicesEntry
+	nil,                                   // 48: ambit.mesh.v1.Workload.LabelsEntry
+	nil,                                   // 49: ambit.mesh.v1.PeerAuthentication.PortModesEntry
+	(*HeaderModifier_Header)(nil),         // 50: ambit.mesh.v1.HeaderModifier.Header
+	nil,                                   // 51: ambit.mesh.v1.Destination.SubsetLabelsEntry
+	(*LoadBalancerPolicy_LocalityLb)(nil), // 52: ambit.mesh.v1.LoadBalancerPolicy.LocalityLb
+	(*LoadBalancerPolicy_LocalityLb_Distribute)(nil), // 53: ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.Distribute
+	(*LoadBalancerPolicy_LocalityLb_Failover)(nil),   // 54: ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.Failover
+	nil,                              // 55: ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.Distribute.ToEntry
+	(*DestinationPolicy_Subset)(nil), // 56: ambit.mesh.v1.DestinationPolicy.Subset
+	nil,                              // 57: ambit.mesh.v1.DestinationPolicy.Subset.LabelsEntry
+	nil,                              // 58: ambit.mesh.v1.WaypointConfig.PolicyServicesEntry
 }
 var file_mesh_v1_mesh_proto_depIdxs = []int32{
 	13, // 0: ambit.mesh.v1.PortList.ports:type_name -> ambit.mesh.v1.Port
@@ -4179,83 +4195,84 @@ var file_mesh_v1_mesh_proto_depIdxs = []int32{
 	12, // 3: ambit.mesh.v1.Workload.waypoint:type_name -> ambit.mesh.v1.WaypointRef
 	47, // 4: ambit.mesh.v1.Workload.services:type_name -> ambit.mesh.v1.Workload.ServicesEntry
 	1,  // 5: ambit.mesh.v1.Workload.status:type_name -> ambit.mesh.v1.WorkloadStatus
-	2,  // 6: ambit.mesh.v1.ServicePort.app_protocol:type_name -> ambit.mesh.v1.AppProtocol
-	3,  // 7: ambit.mesh.v1.LoadBalancing.routing_preference:type_name -> ambit.mesh.v1.LoadBalancing.Scope
-	4,  // 8: ambit.mesh.v1.LoadBalancing.mode:type_name -> ambit.mesh.v1.LoadBalancing.Mode
-	16, // 9: ambit.mesh.v1.Service.ports:type_name -> ambit.mesh.v1.ServicePort
-	12, // 10: ambit.mesh.v1.Service.waypoint:type_name -> ambit.mesh.v1.WaypointRef
-	17, // 11: ambit.mesh.v1.Service.load_balancing:type_name -> ambit.mesh.v1.LoadBalancing
-	19, // 12: ambit.mesh.v1.Source.principals:type_name -> ambit.mesh.v1.StringMatch
-	19, // 13: ambit.mesh.v1.Source.not_principals:type_name -> ambit.mesh.v1.StringMatch
-	19, // 14: ambit.mesh.v1.Source.namespaces:type_name -> ambit.mesh.v1.StringMatch
-	19, // 15: ambit.mesh.v1.Source.not_namespaces:type_name -> ambit.mesh.v1.StringMatch
-	19, // 16: ambit.mesh.v1.Source.request_principals:type_name -> ambit.mesh.v1.StringMatch
-	19, // 17: ambit.mesh.v1.Source.not_request_principals:type_name -> ambit.mesh.v1.StringMatch
-	19, // 18: ambit.mesh.v1.Operation.hosts:type_name -> ambit.mesh.v1.StringMatch
-	19, // 19: ambit.mesh.v1.Operation.not_hosts:type_name -> ambit.mesh.v1.StringMatch
-	19, // 20: ambit.mesh.v1.Operation.methods:type_name -> ambit.mesh.v1.StringMatch
-	19, // 21: ambit.mesh.v1.Operation.not_methods:type_name -> ambit.mesh.v1.StringMatch
-	19, // 22: ambit.mesh.v1.Operation.paths:type_name -> ambit.mesh.v1.StringMatch
-	19, // 23: ambit.mesh.v1.Operation.not_paths:type_name -> ambit.mesh.v1.StringMatch
-	19, // 24: ambit.mesh.v1.Condition.values:type_name -> ambit.mesh.v1.StringMatch
-	19, // 25: ambit.mesh.v1.Condition.not_values:type_name -> ambit.mesh.v1.StringMatch
-	20, // 26: ambit.mesh.v1.Rule.from:type_name -> ambit.mesh.v1.Source
-	21, // 27: ambit.mesh.v1.Rule.to:type_name -> ambit.mesh.v1.Operation
-	22, // 28: ambit.mesh.v1.Rule.when:type_name -> ambit.mesh.v1.Condition
-	5,  // 29: ambit.mesh.v1.Authorization.scope:type_name -> ambit.mesh.v1.Authorization.Scope
-	6,  // 30: ambit.mesh.v1.Authorization.action:type_name -> ambit.mesh.v1.Authorization.Action
-	23, // 31: ambit.mesh.v1.Authorization.rules:type_name -> ambit.mesh.v1.Rule
-	5,  // 32: ambit.mesh.v1.PeerAuthentication.scope:type_name -> ambit.mesh.v1.Authorization.Scope
-	7,  // 33: ambit.mesh.v1.PeerAuthentication.mode:type_name -> ambit.mesh.v1.PeerAuthentication.Mode
-	48, // 34: ambit.mesh.v1.PeerAuthentication.port_modes:type_name -> ambit.mesh.v1.PeerAuthentication.PortModesEntry
-	8,  // 35: ambit.mesh.v1.HeaderMatch.type:type_name -> ambit.mesh.v1.HeaderMatch.Type
-	9,  // 36: ambit.mesh.v1.PathMatch.type:type_name -> ambit.mesh.v1.PathMatch.Type
-	27, // 37: ambit.mesh.v1.RouteMatch.path:type_name -> ambit.mesh.v1.PathMatch
-	26, // 38: ambit.mesh.v1.RouteMatch.headers:type_name -> ambit.mesh.v1.HeaderMatch
-	26, // 39: ambit.mesh.v1.RouteMatch.query_params:type_name -> ambit.mesh.v1.HeaderMatch
-	49, // 40: ambit.mesh.v1.HeaderModifier.set:type_name -> ambit.mesh.v1.HeaderModifier.Header
-	49, // 41: ambit.mesh.v1.HeaderModifier.add:type_name -> ambit.mesh.v1.HeaderModifier.Header
-	50, // 42: ambit.mesh.v1.Destination.subset_labels:type_name -> ambit.mesh.v1.Destination.SubsetLabelsEntry
-	32, // 43: ambit.mesh.v1.Mirror.destination:type_name -> ambit.mesh.v1.Destination
-	32, // 44: ambit.mesh.v1.WeightedBackend.destination:type_name -> ambit.mesh.v1.Destination
-	29, // 45: ambit.mesh.v1.WeightedBackend.request_headers:type_name -> ambit.mesh.v1.HeaderModifier
-	29, // 46: ambit.mesh.v1.WeightedBackend.response_headers:type_name -> ambit.mesh.v1.HeaderModifier
-	28, // 47: ambit.mesh.v1.RouteRule.matches:type_name -> ambit.mesh.v1.RouteMatch
-	36, // 48: ambit.mesh.v1.RouteRule.backends:type_name -> ambit.mesh.v1.WeightedBackend
-	29, // 49: ambit.mesh.v1.RouteRule.request_headers:type_name -> ambit.mesh.v1.HeaderModifier
-	29, // 50: ambit.mesh.v1.RouteRule.response_headers:type_name -> ambit.mesh.v1.HeaderModifier
-	30, // 51: ambit.mesh.v1.RouteRule.redirect:type_name -> ambit.mesh.v1.Redirect
-	31, // 52: ambit.mesh.v1.RouteRule.rewrite:type_name -> ambit.mesh.v1.Rewrite
-	33, // 53: ambit.mesh.v1.RouteRule.mirrors:type_name -> ambit.mesh.v1.Mirror
-	34, // 54: ambit.mesh.v1.RouteRule.retry:type_name -> ambit.mesh.v1.Retry
-	35, // 55: ambit.mesh.v1.RouteRule.fault:type_name -> ambit.mesh.v1.Fault
-	10, // 56: ambit.mesh.v1.LoadBalancerPolicy.simple:type_name -> ambit.mesh.v1.LoadBalancerPolicy.Simple
-	51, // 57: ambit.mesh.v1.LoadBalancerPolicy.locality:type_name -> ambit.mesh.v1.LoadBalancerPolicy.LocalityLb
-	38, // 58: ambit.mesh.v1.TrafficPolicy.load_balancer:type_name -> ambit.mesh.v1.LoadBalancerPolicy
-	39, // 59: ambit.mesh.v1.TrafficPolicy.connection_pool:type_name -> ambit.mesh.v1.ConnectionPool
-	40, // 60: ambit.mesh.v1.TrafficPolicy.outlier_detection:type_name -> ambit.mesh.v1.OutlierDetection
-	41, // 61: ambit.mesh.v1.DestinationPolicy.traffic_policy:type_name -> ambit.mesh.v1.TrafficPolicy
-	55, // 62: ambit.mesh.v1.DestinationPolicy.subsets:type_name -> ambit.mesh.v1.DestinationPolicy.Subset
-	2,  // 63: ambit.mesh.v1.PortRoutes.protocol:type_name -> ambit.mesh.v1.AppProtocol
-	37, // 64: ambit.mesh.v1.PortRoutes.rules:type_name -> ambit.mesh.v1.RouteRule
-	43, // 65: ambit.mesh.v1.ServiceRoutes.ports:type_name -> ambit.mesh.v1.PortRoutes
-	44, // 66: ambit.mesh.v1.WaypointConfig.services:type_name -> ambit.mesh.v1.ServiceRoutes
-	24, // 67: ambit.mesh.v1.WaypointConfig.policies:type_name -> ambit.mesh.v1.Authorization
-	57, // 68: ambit.mesh.v1.WaypointConfig.policy_services:type_name -> ambit.mesh.v1.WaypointConfig.PolicyServicesEntry
-	42, // 69: ambit.mesh.v1.WaypointConfig.destination_policies:type_name -> ambit.mesh.v1.DestinationPolicy
-	14, // 70: ambit.mesh.v1.Workload.ServicesEntry.value:type_name -> ambit.mesh.v1.PortList
-	7,  // 71: ambit.mesh.v1.PeerAuthentication.PortModesEntry.value:type_name -> ambit.mesh.v1.PeerAuthentication.Mode
-	52, // 72: ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.distribute:type_name -> ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.Distribute
-	53, // 73: ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.failover:type_name -> ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.Failover
-	54, // 74: ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.Distribute.to:type_name -> ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.Distribute.ToEntry
-	56, // 75: ambit.mesh.v1.DestinationPolicy.Subset.labels:type_name -> ambit.mesh.v1.DestinationPolicy.Subset.LabelsEntry
-	41, // 76: ambit.mesh.v1.DestinationPolicy.Subset.traffic_policy:type_name -> ambit.mesh.v1.TrafficPolicy
-	46, // 77: ambit.mesh.v1.WaypointConfig.PolicyServicesEntry.value:type_name -> ambit.mesh.v1.ServiceList
-	78, // [78:78] is the sub-list for method output_type
-	78, // [78:78] is the sub-list for method input_type
-	78, // [78:78] is the sub-list for extension type_name
-	78, // [78:78] is the sub-list for extension extendee
-	0,  // [0:78] is the sub-list for field type_name
+	48, // 6: ambit.mesh.v1.Workload.labels:type_name -> ambit.mesh.v1.Workload.LabelsEntry
+	2,  // 7: ambit.mesh.v1.ServicePort.app_protocol:type_name -> ambit.mesh.v1.AppProtocol
+	3,  // 8: ambit.mesh.v1.LoadBalancing.routing_preference:type_name -> ambit.mesh.v1.LoadBalancing.Scope
+	4,  // 9: ambit.mesh.v1.LoadBalancing.mode:type_name -> ambit.mesh.v1.LoadBalancing.Mode
+	16, // 10: ambit.mesh.v1.Service.ports:type_name -> ambit.mesh.v1.ServicePort
+	12, // 11: ambit.mesh.v1.Service.waypoint:type_name -> ambit.mesh.v1.WaypointRef
+	17, // 12: ambit.mesh.v1.Service.load_balancing:type_name -> ambit.mesh.v1.LoadBalancing
+	19, // 13: ambit.mesh.v1.Source.principals:type_name -> ambit.mesh.v1.StringMatch
+	19, // 14: ambit.mesh.v1.Source.not_principals:type_name -> ambit.mesh.v1.StringMatch
+	19, // 15: ambit.mesh.v1.Source.namespaces:type_name -> ambit.mesh.v1.StringMatch
+	19, // 16: ambit.mesh.v1.Source.not_namespaces:type_name -> ambit.mesh.v1.StringMatch
+	19, // 17: ambit.mesh.v1.Source.request_principals:type_name -> ambit.mesh.v1.StringMatch
+	19, // 18: ambit.mesh.v1.Source.not_request_principals:type_name -> ambit.mesh.v1.StringMatch
+	19, // 19: ambit.mesh.v1.Operation.hosts:type_name -> ambit.mesh.v1.StringMatch
+	19, // 20: ambit.mesh.v1.Operation.not_hosts:type_name -> ambit.mesh.v1.StringMatch
+	19, // 21: ambit.mesh.v1.Operation.methods:type_name -> ambit.mesh.v1.StringMatch
+	19, // 22: ambit.mesh.v1.Operation.not_methods:type_name -> ambit.mesh.v1.StringMatch
+	19, // 23: ambit.mesh.v1.Operation.paths:type_name -> ambit.mesh.v1.StringMatch
+	19, // 24: ambit.mesh.v1.Operation.not_paths:type_name -> ambit.mesh.v1.StringMatch
+	19, // 25: ambit.mesh.v1.Condition.values:type_name -> ambit.mesh.v1.StringMatch
+	19, // 26: ambit.mesh.v1.Condition.not_values:type_name -> ambit.mesh.v1.StringMatch
+	20, // 27: ambit.mesh.v1.Rule.from:type_name -> ambit.mesh.v1.Source
+	21, // 28: ambit.mesh.v1.Rule.to:type_name -> ambit.mesh.v1.Operation
+	22, // 29: ambit.mesh.v1.Rule.when:type_name -> ambit.mesh.v1.Condition
+	5,  // 30: ambit.mesh.v1.Authorization.scope:type_name -> ambit.mesh.v1.Authorization.Scope
+	6,  // 31: ambit.mesh.v1.Authorization.action:type_name -> ambit.mesh.v1.Authorization.Action
+	23, // 32: ambit.mesh.v1.Authorization.rules:type_name -> ambit.mesh.v1.Rule
+	5,  // 33: ambit.mesh.v1.PeerAuthentication.scope:type_name -> ambit.mesh.v1.Authorization.Scope
+	7,  // 34: ambit.mesh.v1.PeerAuthentication.mode:type_name -> ambit.mesh.v1.PeerAuthentication.Mode
+	49, // 35: ambit.mesh.v1.PeerAuthentication.port_modes:type_name -> ambit.mesh.v1.PeerAuthentication.PortModesEntry
+	8,  // 36: ambit.mesh.v1.HeaderMatch.type:type_name -> ambit.mesh.v1.HeaderMatch.Type
+	9,  // 37: ambit.mesh.v1.PathMatch.type:type_name -> ambit.mesh.v1.PathMatch.Type
+	27, // 38: ambit.mesh.v1.RouteMatch.path:type_name -> ambit.mesh.v1.PathMatch
+	26, // 39: ambit.mesh.v1.RouteMatch.headers:type_name -> ambit.mesh.v1.HeaderMatch
+	26, // 40: ambit.mesh.v1.RouteMatch.query_params:type_name -> ambit.mesh.v1.HeaderMatch
+	50, // 41: ambit.mesh.v1.HeaderModifier.set:type_name -> ambit.mesh.v1.HeaderModifier.Header
+	50, // 42: ambit.mesh.v1.HeaderModifier.add:type_name -> ambit.mesh.v1.HeaderModifier.Header
+	51, // 43: ambit.mesh.v1.Destination.subset_labels:type_name -> ambit.mesh.v1.Destination.SubsetLabelsEntry
+	32, // 44: ambit.mesh.v1.Mirror.destination:type_name -> ambit.mesh.v1.Destination
+	32, // 45: ambit.mesh.v1.WeightedBackend.destination:type_name -> ambit.mesh.v1.Destination
+	29, // 46: ambit.mesh.v1.WeightedBackend.request_headers:type_name -> ambit.mesh.v1.HeaderModifier
+	29, // 47: ambit.mesh.v1.WeightedBackend.response_headers:type_name -> ambit.mesh.v1.HeaderModifier
+	28, // 48: ambit.mesh.v1.RouteRule.matches:type_name -> ambit.mesh.v1.RouteMatch
+	36, // 49: ambit.mesh.v1.RouteRule.backends:type_name -> ambit.mesh.v1.WeightedBackend
+	29, // 50: ambit.mesh.v1.RouteRule.request_headers:type_name -> ambit.mesh.v1.HeaderModifier
+	29, // 51: ambit.mesh.v1.RouteRule.response_headers:type_name -> ambit.mesh.v1.HeaderModifier
+	30, // 52: ambit.mesh.v1.RouteRule.redirect:type_name -> ambit.mesh.v1.Redirect
+	31, // 53: ambit.mesh.v1.RouteRule.rewrite:type_name -> ambit.mesh.v1.Rewrite
+	33, // 54: ambit.mesh.v1.RouteRule.mirrors:type_name -> ambit.mesh.v1.Mirror
+	34, // 55: ambit.mesh.v1.RouteRule.retry:type_name -> ambit.mesh.v1.Retry
+	35, // 56: ambit.mesh.v1.RouteRule.fault:type_name -> ambit.mesh.v1.Fault
+	10, // 57: ambit.mesh.v1.LoadBalancerPolicy.simple:type_name -> ambit.mesh.v1.LoadBalancerPolicy.Simple
+	52, // 58: ambit.mesh.v1.LoadBalancerPolicy.locality:type_name -> ambit.mesh.v1.LoadBalancerPolicy.LocalityLb
+	38, // 59: ambit.mesh.v1.TrafficPolicy.load_balancer:type_name -> ambit.mesh.v1.LoadBalancerPolicy
+	39, // 60: ambit.mesh.v1.TrafficPolicy.connection_pool:type_name -> ambit.mesh.v1.ConnectionPool
+	40, // 61: ambit.mesh.v1.TrafficPolicy.outlier_detection:type_name -> ambit.mesh.v1.OutlierDetection
+	41, // 62: ambit.mesh.v1.DestinationPolicy.traffic_policy:type_name -> ambit.mesh.v1.TrafficPolicy
+	56, // 63: ambit.mesh.v1.DestinationPolicy.subsets:type_name -> ambit.mesh.v1.DestinationPolicy.Subset
+	2,  // 64: ambit.mesh.v1.PortRoutes.protocol:type_name -> ambit.mesh.v1.AppProtocol
+	37, // 65: ambit.mesh.v1.PortRoutes.rules:type_name -> ambit.mesh.v1.RouteRule
+	43, // 66: ambit.mesh.v1.ServiceRoutes.ports:type_name -> ambit.mesh.v1.PortRoutes
+	44, // 67: ambit.mesh.v1.WaypointConfig.services:type_name -> ambit.mesh.v1.ServiceRoutes
+	24, // 68: ambit.mesh.v1.WaypointConfig.policies:type_name -> ambit.mesh.v1.Authorization
+	58, // 69: ambit.mesh.v1.WaypointConfig.policy_services:type_name -> ambit.mesh.v1.WaypointConfig.PolicyServicesEntry
+	42, // 70: ambit.mesh.v1.WaypointConfig.destination_policies:type_name -> ambit.mesh.v1.DestinationPolicy
+	14, // 71: ambit.mesh.v1.Workload.ServicesEntry.value:type_name -> ambit.mesh.v1.PortList
+	7,  // 72: ambit.mesh.v1.PeerAuthentication.PortModesEntry.value:type_name -> ambit.mesh.v1.PeerAuthentication.Mode
+	53, // 73: ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.distribute:type_name -> ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.Distribute
+	54, // 74: ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.failover:type_name -> ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.Failover
+	55, // 75: ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.Distribute.to:type_name -> ambit.mesh.v1.LoadBalancerPolicy.LocalityLb.Distribute.ToEntry
+	57, // 76: ambit.mesh.v1.DestinationPolicy.Subset.labels:type_name -> ambit.mesh.v1.DestinationPolicy.Subset.LabelsEntry
+	41, // 77: ambit.mesh.v1.DestinationPolicy.Subset.traffic_policy:type_name -> ambit.mesh.v1.TrafficPolicy
+	46, // 78: ambit.mesh.v1.WaypointConfig.PolicyServicesEntry.value:type_name -> ambit.mesh.v1.ServiceList
+	79, // [79:79] is the sub-list for method output_type
+	79, // [79:79] is the sub-list for method input_type
+	79, // [79:79] is the sub-list for extension type_name
+	79, // [79:79] is the sub-list for extension extendee
+	0,  // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_mesh_v1_mesh_proto_init() }
@@ -4275,7 +4292,7 @@ func file_mesh_v1_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mesh_v1_mesh_proto_rawDesc), len(file_mesh_v1_mesh_proto_rawDesc)),
 			NumEnums:      11,
-			NumMessages:   47,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -46,6 +46,7 @@ var (
 	flagWays      = flag.String("ways", "direct,waypoint,nginx,haproxy,waypoint2", "ways to measure (waypoint2 only with -waypoint2)")
 	flagDiag      = flag.Bool("diag", false, "after the rounds, one more run per proxy and load under perf stat: system calls and context switches per request")
 	flagPerf      = flag.String("perf", "", "after the rounds, record the waypoint with perf record -g during one more max-load run, into this directory")
+	flagHold      = flag.Bool("hold", false, "once every way answers, print the processes and URLs and keep everything running until interrupted (for profiling by hand), instead of measuring")
 )
 
 const manifests = `
@@ -298,6 +299,20 @@ func run(ctx context.Context) error {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+	}
+
+	if *flagHold {
+		for _, w := range ways {
+			pid := 0
+			if w.proc != nil {
+				pid = w.proc.Process.Pid
+			}
+			log.Printf("%-9s pid %-7d %s", w.name, pid, w.url)
+		}
+		log.Printf("holding; the proxy namespace is /proc/%d/ns/net (nsenter --net=...); interrupt to end", ways[1].proc.Process.Pid)
+		<-ctx.Done()
+		cpCancel()
+		return os.RemoveAll(work)
 	}
 
 	want := map[string]bool{}

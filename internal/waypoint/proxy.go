@@ -141,6 +141,7 @@ func New(opts Options) (*Proxy, error) {
 		var d net.Dialer
 		opts.Dial = d.DialContext
 	}
+	opts.Dial = sysDial(opts.Dial)
 	p := &Proxy{id: opts.Identity, store: opts.Store, metrics: opts.Metrics, tcpMetrics: opts.TCPMetrics,
 		limits: opts.Limits, dialTimeout: opts.DialTimeout, dial: opts.Dial, log: opts.Log, ln: newConnListener()}
 	if opts.AccessLog != nil {
@@ -243,7 +244,7 @@ func (p *Proxy) transport(h2 bool) *http.Transport {
 }
 
 // Serve accepts HBONE connections on l until Shutdown or Close.
-func (p *Proxy) Serve(l net.Listener) error { return p.hbone.Serve(l) }
+func (p *Proxy) Serve(l net.Listener) error { return p.hbone.Serve(sysListener{l}) }
 
 // ServePlain serves plaintext connections on l as if each were a tunnel
 // to authority from an unauthenticated client at its source address. It
@@ -272,7 +273,7 @@ func (p *Proxy) ServePlain(l net.Listener, authority netip.AddrPort) error {
 				c.Close()
 				return
 			}
-			p.serveStream(context.Background(), t, c.(*net.TCPConn), proto, p.log)
+			p.serveStream(context.Background(), t, newSysConn(c).(stream), proto, p.log)
 		}()
 	}
 }
@@ -457,7 +458,8 @@ func (p *Proxy) relayTCP(ctx context.Context, t *tunnel, s stream, prefix []byte
 	}
 	m := counters("-")
 	m.Opened.Add(1)
-	res := hbone.Splice(ctx, s, up)
+	// Unwrapped: Splice knows TCP connections (splice(2), resets).
+	res := hbone.Splice(ctx, unwrapSysConn(s), unwrapSysConn(up))
 	m.Received.Add(uint64(res.AtoB) + uint64(len(prefix)))
 	m.Sent.Add(uint64(res.BtoA))
 	m.Closed.Add(1)

@@ -161,19 +161,19 @@ func (m *memBody) rewind()      { m.off = 0 }
 // common case: a few KiB at most).
 const pooledBodyBytes = 4 << 10
 
-var bodyBufs = sync.Pool{New: func() any { b := make([]byte, pooledBodyBytes); return &b }}
+var bodyBufs = sync.Pool{New: func() any { return new([pooledBodyBytes]byte) }}
 
 func getBodyBuf(n int) []byte {
 	if n > pooledBodyBytes {
 		return make([]byte, n)
 	}
-	return (*bodyBufs.Get().(*[]byte))[:n]
+	return bodyBufs.Get().(*[pooledBodyBytes]byte)[:n]
 }
 
-// putBodyBuf returns a buffer of getBodyBuf once nothing uses it.
+// putBodyBuf returns a buffer of getBodyBuf once nothing uses it (as the
+// array it is: putting a slice would allocate its header).
 func putBodyBuf(b []byte) {
 	if cap(b) == pooledBodyBytes {
-		b = b[:cap(b)]
-		bodyBufs.Put(&b)
+		bodyBufs.Put((*[pooledBodyBytes]byte)(b[:pooledBodyBytes]))
 	}
 }

@@ -256,6 +256,24 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// buffered returns the rest of the body when all of it is already in the
+// connection's read buffer (a small answer arrives with its head), to be
+// written from there; consumed then takes it as read.
+func (b *h1Body) buffered() ([]byte, bool) {
+	fb, ok := b.body.(*fixedBody)
+	if !ok || fb.n <= 0 || int64(fb.br.Buffered()) < fb.n {
+		return nil, false
+	}
+	p, err := fb.br.Peek(int(fb.n))
+	return p, err == nil
+}
+
+func (b *h1Body) consumed() {
+	fb := b.body.(*fixedBody)
+	fb.br.Discard(int(fb.n))
+	fb.n, b.eof = 0, true
+}
+
 func (b *h1Body) Close() error {
 	if b.done {
 		return nil

@@ -64,7 +64,7 @@ var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := exchangePool.Get().(*exchange)
 	*x = exchange{p: p, w: w, r: r, t: tunnelFrom(r.Context()), cfg: p.store.config(), view: p.store.state.View(), start: time.Now(), flags: "-"}
-	x.grpcReq = strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+	x.grpcReq = strings.HasPrefix(headerValue(r.Header, "Content-Type"), "application/grpc")
 	// The request's header fields as received (the HTTP/1.1 loop counted
 	// them as it parsed).
 	if hw, ok := w.(*h1Writer); ok {
@@ -262,6 +262,16 @@ func (x *exchange) redirect(rr *meshv1.RouteRule) {
 	x.w.WriteHeader(int(status))
 }
 
+// headerValue is h.Get(key) for a key already in canonical form (the
+// headers of requests and responses always are: every parser
+// canonicalizes), without canonicalizing it again on every call.
+func headerValue(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // hopHeaders are connection-specific (RFC 9110 7.6.1): never forwarded.
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Trailer", "Transfer-Encoding", "Upgrade"}
 
@@ -298,7 +308,7 @@ func applyHeaders(h http.Header, m *meshv1.HeaderModifier) {
 
 // isUpgrade reports a WebSocket (or other) HTTP/1.1 upgrade request.
 func isUpgrade(r *http.Request) bool {
-	if r.ProtoMajor != 1 || r.Header.Get("Upgrade") == "" {
+	if r.ProtoMajor != 1 || headerValue(r.Header, "Upgrade") == "" {
 		return false
 	}
 	for _, v := range r.Header["Connection"] {
@@ -316,7 +326,7 @@ func isUpgrade(r *http.Request) bool {
 func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, ru *rule, direct netip.AddrPort) {
 	r := x.r
 	upgrade := isUpgrade(r)
-	upgradeProto := r.Header.Get("Upgrade")
+	upgradeProto := headerValue(r.Header, "Upgrade")
 	removeHopHeaders(r.Header)
 	if upgrade {
 		r.Header.Set("Connection", "Upgrade")
@@ -342,10 +352,10 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 	} else {
 		r.Header["X-Forwarded-For"] = []string{x.t.srcText}
 	}
-	if r.Header.Get("X-Forwarded-Proto") == "" {
+	if headerValue(r.Header, "X-Forwarded-Proto") == "" {
 		r.Header["X-Forwarded-Proto"] = forwardedProtoHTTP
 	}
-	if r.Header.Get("X-Request-Id") == "" {
+	if headerValue(r.Header, "X-Request-Id") == "" {
 		r.Header["X-Request-Id"] = []string{requestID()}
 	}
 
@@ -397,19 +407,26 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 	// is read first and sent from memory: one write upstream instead of
 	// headers and body apart, and trivially sent again for retries and
 	// mirrors. Others stream, tapped when they may be sent again.
+	// HTTP/2 upstream: to a Service port that declares it, or for a
+	// request that came over HTTP/2.
+	useH2 := !upgrade && (r.ProtoMajor == 2 || (sp != nil && (sp.GetAppProtocol() == meshv1.AppProtocol_HTTP2 || sp.GetAppProtocol() == meshv1.AppProtocol_GRPC)))
 	var whole []byte
-	var useH2 bool
 	var tap *bodyTap
 	var counted *countingBody
 	hasBody := r.Body != nil && r.Body != http.NoBody
 	switch {
-	case hasBody && r.ContentLength > 0 && r.ContentLength <= int64(x.p.limits.BufferBytes) && r.Header.Get("Expect") == "":
+	case hasBody && r.ContentLength > 0 && r.ContentLength <= int64(x.p.limits.BufferBytes) && headerValue(r.Header, "Expect") == "":
+		if mb, ok := r.Body.(*memBody); ok && !useH2 && mb.off == 0 && int64(len(mb.b)) == r.ContentLength {
+			// The HTTP/1.1 loop has read it, into a buffer that stays
+			// untouched until the handler returns: sent from there.
+			whole, mb.off = mb.b, len(mb.b)
+			x.bodyN = int64(len(whole))
+			break
+		}
 		whole = getBodyBuf(int(r.ContentLength))
-		defer func() {
-			if !useH2 { // HTTP/2 may still be sending it
-				putBodyBuf(whole)
-			}
-		}()
+		if !useH2 { // HTTP/2 may still be sending it when the handler returns
+			defer putBodyBuf(whole)
+		}
 		n, err := io.ReadFull(r.Body, whole)
 		x.bodyN = int64(n)
 		if err != nil {
@@ -424,12 +441,11 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		x.reqBody = counted.n.Load
 	}
 
-	useH2 = !upgrade && (r.ProtoMajor == 2 || (sp != nil && (sp.GetAppProtocol() == meshv1.AppProtocol_HTTP2 || sp.GetAppProtocol() == meshv1.AppProtocol_GRPC)))
 	var transport http.RoundTripper = x.p.h1
 	switch {
 	case useH2:
 		transport = x.p.h2
-	case !upgrade && tap == nil && counted == nil && r.Header.Get("Expect") == "":
+	case !upgrade && tap == nil && counted == nil && headerValue(r.Header, "Expect") == "":
 		transport = x.p.h1fast // the body, if any, is in memory
 	}
 	var hash uint64
@@ -470,7 +486,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		var st *endpointStats
 		if c != nil {
 			eps := c.endpoints(x.view.Endpoints(dest.GetService()))
-			e = c.pick(eps, &state.Request{Service: x.dstSvc, Port: sp, Source: c.caller(x.view, x.t, x.source()), Zone: r.Header.Get(destinationZoneHeader)}, hash, hasHash, exclude)
+			e = c.pick(eps, &state.Request{Service: x.dstSvc, Port: sp, Source: c.caller(x.view, x.t, x.source()), Zone: headerValue(r.Header, destinationZoneHeader)}, hash, hasHash, exclude)
 			if e == nil {
 				x.reply(http.StatusServiceUnavailable, "UH", "no healthy upstream")
 				return
@@ -508,8 +524,9 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 			x.body = memBody{b: whole}
 			out.Body = &x.body
 		case whole != nil:
-			out.Body = io.NopCloser(bytes.NewReader(whole))
-			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(whole)), nil }
+			b := whole // captured: whole itself stays on the stack
+			out.Body = io.NopCloser(bytes.NewReader(b))
+			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 		case tap != nil:
 			out.Body = tap.attempt()
 		case counted != nil:
@@ -547,7 +564,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		}
 		retriable := retry != nil && try+1 < attempts && (tap == nil || tap.replayable()) && !upgrade
 		if lastErr == nil {
-			g := resp.Header.Get("Grpc-Status")
+			g := headerValue(resp.Header, "Grpc-Status")
 			if retriable && retry.retriableStatus(resp.StatusCode, g) {
 				io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 				resp.Body.Close()
@@ -671,7 +688,7 @@ func (x *exchange) respond(resp *http.Response, rr *meshv1.RouteRule, be *meshv1
 	applyHeaders(h, be.GetResponseHeaders())
 	applyHeaders(h, rr.GetResponseHeaders())
 	x.status = resp.StatusCode
-	x.grpc = resp.Header.Get("Grpc-Status")
+	x.grpc = headerValue(resp.Header, "Grpc-Status")
 	if upgrade && resp.StatusCode == http.StatusSwitchingProtocols {
 		x.upgraded(resp)
 		return
@@ -679,12 +696,24 @@ func (x *exchange) respond(resp *http.Response, rr *meshv1.RouteRule, be *meshv1
 	// Streams are flushed as they come. A gRPC trailers-only response
 	// (status in the headers) must not be: it has to leave as one HEADERS
 	// frame ending the stream.
-	stream := (resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc") ||
-		strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")) && x.grpc == ""
+	stream := (resp.ContentLength < 0 || strings.HasPrefix(headerValue(resp.Header, "Content-Type"), "application/grpc") ||
+		strings.HasPrefix(headerValue(resp.Header, "Content-Type"), "text/event-stream")) && x.grpc == ""
 	x.w.WriteHeader(resp.StatusCode)
 	rc := http.NewResponseController(x.w)
 	if stream {
 		rc.Flush()
+	}
+	if hb, ok := resp.Body.(*h1Body); ok && !stream {
+		if b, ok := hb.buffered(); ok {
+			// Written straight from the upstream connection's buffer.
+			if _, err := x.w.Write(b); err != nil {
+				x.flags = "DC"
+			} else {
+				x.respN += int64(len(b))
+			}
+			hb.consumed()
+			return // no trailers: a body of declared length
+		}
 	}
 	bp := bufPool.Get().(*[]byte)
 	buf := *bp

@@ -260,27 +260,47 @@ const (
 	avoidDegraded
 )
 
-// Choose implements Chooser.
+// Choose implements Chooser. When a probe is due, the request itself is
+// the probe: it goes to the zone to be measured (a degraded zone only when
+// nothing has measured it for DegradedProbeInterval — see ChooseShadow).
 func (c *LocalityChooser) Choose(r Request) int {
+	i, _ := c.choose2(r, false)
+	return i
+}
+
+// ChooseShadow is Choose for a request that may be sent twice (idempotent,
+// no body): the request goes where the policy says, and when a probe is due
+// probe is the endpoint a copy should go to — its response timed for
+// Health.Observe and discarded — so no client waits on a probe (Envoy's
+// request mirroring, put to measuring). probe is -1 when none is due.
+func (c *LocalityChooser) ChooseShadow(r Request) (choice, probe int) {
+	return c.choose2(r, true)
+}
+
+func (c *LocalityChooser) choose2(r Request, shadow bool) (int, int) {
 	top := avoidNothing
 	if c.Ejector != nil || r.Health != nil {
 		top = avoidEjected
 	}
 	r.resolveLocality()
+	probe := -1
 	if r.Health != nil && r.Zone == "" && r.localized() {
 		top = avoidDegraded
 		if r.Health.probeDue() {
-			if i := c.probe(r); i >= 0 {
-				return i
+			if probe = c.probe(r, shadow); probe >= 0 && !shadow {
+				return probe, -1
 			}
 		}
 	}
 	for lvl := top; lvl >= avoidNothing; lvl-- {
 		if i := c.choose(r, lvl); i >= 0 {
-			return i
+			if i == probe {
+				probe = -1 // measured by the request itself
+			}
+			return i, probe
 		}
 	}
-	return -1
+	return -1, -1
 }
 
 // localized reports whether locality keeps r's traffic to some zones
@@ -294,10 +314,11 @@ func (r *Request) localized() bool {
 }
 
 // probe picks an endpoint of the zone observed least recently (never
-// observed first; a degraded zone only every DegradedProbeInterval), uniformly, not by the Scorer: the probe is for the zones
-// traffic does not reach. Endpoints are sorted by region and zone, so each
+// observed first; a degraded zone by a request of its own only every
+// DegradedProbeInterval), uniformly, not by the Scorer: the probe is for
+// the zones traffic does not reach. Endpoints are sorted by region and zone, so each
 // zone is a run.
-func (c *LocalityChooser) probe(r Request) int {
+func (c *LocalityChooser) probe(r Request, shadow bool) int {
 	eps := r.Endpoints
 	now := r.Health.cfg.Now().UnixNano()
 	bestLo, bestHi, bestLast := -1, -1, int64(0)
@@ -306,7 +327,7 @@ func (c *LocalityChooser) probe(r Request) int {
 		for hi < len(eps) && eps[hi].Locality.GetZone() == eps[lo].Locality.GetZone() && eps[hi].Locality.GetRegion() == eps[lo].Locality.GetRegion() {
 			hi++
 		}
-		if last, ok := r.Health.lastSample(eps[lo], now); ok && (bestLo < 0 || last < bestLast) && r.anyDistributed(lo, hi) {
+		if last, ok := r.Health.lastSample(eps[lo], now, shadow); ok && (bestLo < 0 || last < bestLast) && r.anyDistributed(lo, hi) {
 			bestLo, bestHi, bestLast = lo, hi, last
 		}
 		lo = hi

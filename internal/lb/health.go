@@ -28,6 +28,14 @@ type HealthConfig struct {
 	// node's briefest stalls do not. Every request sent meanwhile is slow:
 	// at 100 requests/s, 250 ms is 25 of them.
 	Sustain time.Duration
+	// Evidence: this many consecutive samples of a zone, each over twice
+	// the degradation threshold (Factor × the best other zone's EWMA plus
+	// Floor), mark it degraded at once (default 5), without waiting for its
+	// EWMA to climb and Sustain to pass — every request sent meanwhile is
+	// slow, and at 100 requests/s that wait is some 30 of them. A stall
+	// shorter than that many requests, or any fast answer among them, does
+	// not.
+	Evidence int
 	// Tau is the EWMA's time constant (default 1 s): a sample Δt after the
 	// previous one weighs 1-exp(-Δt/Tau), so the average follows changes in
 	// about Tau whatever the request rate.
@@ -38,9 +46,10 @@ type HealthConfig struct {
 	// can be seen to recover, and a local zone's degradation be compared
 	// with the others.
 	ProbeInterval time.Duration
-	// DegradedProbeInterval: a degraded zone is probed at most this often
-	// (default 5 s): each probe there is a slow request, and recovery is
-	// not urgent.
+	// DegradedProbeInterval: a degraded zone is probed by a request of its
+	// own at most this often (default 5 s): each such probe is a slow
+	// request. Copies of requests (LocalityChooser.ChooseShadow) probe it
+	// like any zone: no client waits on them.
 	DegradedProbeInterval time.Duration
 	// EjectAfter consecutive failures (connect failures at L4, 5xx at L7)
 	// eject an endpoint (default 5) for BaseEjection (default 1 s), doubled
@@ -76,6 +85,9 @@ func (c *HealthConfig) defaults() {
 	}
 	if c.Sustain <= 0 {
 		c.Sustain = 250 * time.Millisecond
+	}
+	if c.Evidence <= 0 {
+		c.Evidence = 5
 	}
 	if c.DegradedProbeInterval <= 0 {
 		c.DegradedProbeInterval = 5 * time.Second
@@ -124,6 +136,10 @@ type zoneStat struct {
 	degraded     atomic.Bool
 	since        time.Time // when degraded became true
 	over         time.Time // since when over the threshold (zero: not over)
+	// streak counts the latest consecutive samples far over the threshold
+	// (Evidence); streakMin is the least of them.
+	streak    int
+	streakMin float64
 }
 
 type endpointStat struct {
@@ -210,15 +226,17 @@ func (h *Health) Latency(e *Endpoint) time.Duration {
 }
 
 // lastSample is when the zone of e was last observed (0: never), and
-// whether it may be probed now (a degraded zone only every
-// DegradedProbeInterval).
-func (h *Health) lastSample(e *Endpoint, now int64) (int64, bool) {
+// whether it may be probed now: a degraded zone by a copy of a request
+// (shadow) like any other, by a request of its own only every
+// DegradedProbeInterval — that request is slow, and copies, when the
+// traffic allows them, measure the zone before it is due.
+func (h *Health) lastSample(e *Endpoint, now int64, shadow bool) (int64, bool) {
 	z := h.zoneOf(e)
 	if z == nil {
 		return 0, true
 	}
 	last := z.lastNs.Load()
-	return last, !z.degraded.Load() || now-last >= int64(h.cfg.DegradedProbeInterval)
+	return last, shadow || !z.degraded.Load() || now-last >= int64(h.cfg.DegradedProbeInterval)
 }
 
 // probeDue claims the next probe when one is due: true for exactly one
@@ -267,7 +285,7 @@ func (h *Health) Observe(e *Endpoint, latency time.Duration, ok bool, n int) {
 	z.last = now
 	z.lastNs.Store(now.UnixNano())
 	z.samples++
-	h.reassess(now)
+	h.reassess(now, z, x)
 	if now.Sub(h.lastGC) > time.Minute {
 		h.gc(now)
 	}
@@ -282,19 +300,42 @@ func blend(avg, x float64, first bool, dt, tau time.Duration) float64 {
 	return avg + w*(x-avg)
 }
 
-// reassess marks zones degraded or recovered against the best zone.
-// Called with mu held.
-func (h *Health) reassess(now time.Time) {
+// reassess marks zones degraded or recovered against the best zone;
+// sampled has just been observed taking x. Called with mu held.
+func (h *Health) reassess(now time.Time, sampled *zoneStat, x float64) {
 	zs := *h.zones.Load()
-	best := math.Inf(1)
+	best, bestOther := math.Inf(1), math.Inf(1)
 	for _, z := range zs {
 		if z.samples > 0 && z.ewma < best {
 			best = z.ewma
 		}
+		if z != sampled && z.samples > 0 && z.ewma < bestOther {
+			bestOther = z.ewma
+		}
 	}
 	floor := float64(h.cfg.Floor)
+	// Strong evidence: compared with the other zones only (a zone is not
+	// slow against itself), and only while it is in use.
+	switch {
+	case sampled.degraded.Load() || math.IsInf(bestOther, 1) || x <= 2*(h.cfg.Factor*bestOther+floor):
+		sampled.streak = 0
+	case sampled.streak == 0 || x < sampled.streakMin:
+		sampled.streak++
+		sampled.streakMin = x
+	default:
+		sampled.streak++
+	}
 	for _, z := range zs {
 		if z.samples == 0 {
+			continue
+		}
+		if !z.degraded.Load() && z.streak >= h.cfg.Evidence {
+			// The evidence is the zone's latency now: its EWMA starts
+			// there, so fail-back waits for samples that say otherwise.
+			z.ewma = max(z.ewma, z.streakMin)
+			z.since, z.over, z.streak = now, time.Time{}, 0
+			z.degraded.Store(true)
+			h.event("zone degraded", "region", z.region, "zone", z.zone, "ewma", time.Duration(z.ewma), "best", time.Duration(bestOther), "evidence", h.cfg.Evidence)
 			continue
 		}
 		if !z.degraded.Load() {

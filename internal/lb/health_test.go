@@ -1,7 +1,9 @@
 package lb
 
 import (
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -132,12 +134,14 @@ func TestZoneDegradation(t *testing.T) {
 }
 
 func TestZoneDegradationSteeredWithin(t *testing.T) {
-	// How soon a 300ms degradation is acted on at 100 samples/s: once it
-	// has kept the EWMA over the threshold for Sustain (250 ms), not before;
-	// a stall that does not is never acted on.
-	setup := func() (*clock, *Health, *Endpoint, *Endpoint) {
+	// How soon a 300ms degradation is acted on at 100 samples/s: on strong
+	// evidence, Evidence (5) consecutive slow answers, ~50 ms after the
+	// first; without it (Evidence out of reach), once the EWMA has stayed
+	// over the threshold for Sustain (250 ms). Shorter stalls are never
+	// acted on.
+	setup := func(evidence int) (*clock, *Health, *Endpoint, *Endpoint) {
 		c := newClock()
-		h := NewHealth(HealthConfig{Now: c.now})
+		h := NewHealth(HealthConfig{Now: c.now, Evidence: evidence})
 		a, b := zoned("a", "z1"), zoned("b", "z2")
 		for range 100 {
 			feed(h, c, a, ms(1), 1, 10*time.Millisecond)
@@ -145,29 +149,78 @@ func TestZoneDegradationSteeredWithin(t *testing.T) {
 		}
 		return c, h, a, b
 	}
-	c, h, a, b := setup()
-	start := c.t
-	for !h.ZoneDegraded("r1", "z1") {
-		feed(h, c, a, ms(301), 1, 10*time.Millisecond)
-		feed(h, c, b, ms(1), 1, 0)
-		if c.t.Sub(start) > 10*time.Second {
-			t.Fatal("not degraded after 10s of 300ms responses")
+	for _, tt := range []struct {
+		evidence int
+		min, max time.Duration
+	}{
+		{0, 40 * time.Millisecond, 60 * time.Millisecond},
+		{1000, 250 * time.Millisecond, 450 * time.Millisecond},
+	} {
+		c, h, a, b := setup(tt.evidence)
+		start := c.t
+		for !h.ZoneDegraded("r1", "z1") {
+			feed(h, c, a, ms(301), 1, 10*time.Millisecond)
+			feed(h, c, b, ms(1), 1, 0)
+			if c.t.Sub(start) > 10*time.Second {
+				t.Fatal("not degraded after 10s of 300ms responses")
+			}
+		}
+		if d := c.t.Sub(start); d < tt.min || d > tt.max {
+			t.Errorf("evidence %d: degraded after %v, want %v to %v", tt.evidence, d, tt.min, tt.max)
 		}
 	}
-	if d := c.t.Sub(start); d < 250*time.Millisecond || d > 450*time.Millisecond {
-		t.Errorf("degraded after %v, want just after the 250ms sustain", d)
-	}
 
-	c, h, a, b = setup()
-	for range 8 { // an 80 ms stall: the EWMA stays over for ~0.1 s
-		feed(h, c, a, ms(301), 1, 10*time.Millisecond)
-		feed(h, c, b, ms(1), 1, 0)
+	for _, tt := range []struct {
+		name     string
+		evidence int
+		slow     int
+	}{
+		{"4 slow answers in a row, fewer than Evidence", 0, 4},
+		{"an 80 ms stall, the EWMA over for ~0.1 s", 1000, 8},
+	} {
+		c, h, a, b := setup(tt.evidence)
+		for range tt.slow {
+			feed(h, c, a, ms(301), 1, 10*time.Millisecond)
+			feed(h, c, b, ms(1), 1, 0)
+		}
+		for range 500 {
+			feed(h, c, a, ms(1), 1, 10*time.Millisecond)
+			feed(h, c, b, ms(1), 1, 0)
+			if h.ZoneDegraded("r1", "z1") {
+				t.Fatalf("%s: degraded the zone", tt.name)
+			}
+		}
 	}
-	for range 500 {
-		feed(h, c, a, ms(1), 1, 10*time.Millisecond)
-		feed(h, c, b, ms(1), 1, 0)
-		if h.ZoneDegraded("r1", "z1") {
-			t.Fatal("an 80 ms stall degraded the zone")
+}
+
+// TestNoFlapUnderJitter: a healthy local zone whose answers wander (1–8
+// ms), with single slow outliers and short bursts of slow answers (fewer
+// than Evidence in a row), is never marked degraded in a minute of
+// traffic at 100 requests/s — with strong evidence on, as without it.
+func TestNoFlapUnderJitter(t *testing.T) {
+	for _, evidence := range []int{0, 1000} {
+		c := newClock()
+		var events []string
+		h := NewHealth(HealthConfig{Now: c.now, Evidence: evidence, Event: func(msg string, args ...any) { events = append(events, fmt.Sprint(msg, args)) }})
+		a, b := zoned("a", "z1"), zoned("b", "z2")
+		rng := rand.New(rand.NewPCG(3, 4))
+		for i := range 6000 {
+			l := ms(1 + 7*rng.Float64())
+			switch {
+			case i%97 == 50: // a single outlier now and then
+				l = ms(500)
+			case i%500 >= 250 && i%500 < 254: // every 5 s, four slow answers in a row
+				l = ms(300)
+			case i%200 == 7 || i%200 == 9: // two slow ones with a fast one between
+				l = ms(400)
+			}
+			feed(h, c, a, l, 1, 10*time.Millisecond)
+			if i%100 == 0 { // the other zone, probed once a second
+				feed(h, c, b, ms(2+2*rng.Float64()), 1, 0)
+			}
+		}
+		if len(events) > 0 {
+			t.Errorf("evidence %d: a healthy zone flapped: %v", evidence, events)
 		}
 	}
 }
@@ -396,39 +449,63 @@ func TestProbes(t *testing.T) {
 	}
 }
 
-// TestProbesSpareDegradedZones: a degraded zone is probed only every
-// DegradedProbeInterval — each probe there is a slow request.
+// TestProbesSpareDegradedZones: a degraded zone is probed by requests
+// themselves (Choose) only every DegradedProbeInterval — each is slow — by
+// copies of requests (ChooseShadow) like any zone, and a copy leaves the
+// request to the policy's choice.
 func TestProbesSpareDegradedZones(t *testing.T) {
 	src := wl("ns", "src", "10.9.9.9")
 	src.Locality = &meshv1.Locality{Region: "r1", Zone: "z1"}
 	a, b, c3 := zoned("a", "z1"), zoned("b", "z2"), zoned("c", "z3")
 	all := sorted(a, b, c3)
 	svc := &meshv1.Service{LoadBalancing: &meshv1.LoadBalancing{RoutingPreference: []meshv1.LoadBalancing_Scope{REGION, ZONE}, Mode: FAILOVER}}
-	c := newClock()
-	h := NewHealth(HealthConfig{Now: c.now, ProbeInterval: time.Second, DegradedProbeInterval: 5 * time.Second})
-	for range 100 { // z3 is 300 ms slower: degraded
-		feed(h, c, a, ms(1), 1, 10*time.Millisecond)
-		feed(h, c, b, ms(1), 1, 0)
-		feed(h, c, c3, ms(300), 1, 0)
-	}
-	if !h.ZoneDegraded("r1", "z3") {
-		t.Fatal("setup: z3 not degraded")
-	}
-	r := Request{Service: svc, Endpoints: all, Source: src, Health: h}
-	var toC int
-	for range 20 { // 20 s, one probe a second
-		c.advance(time.Second)
-		var ch LocalityChooser
-		e := all[ch.Choose(r)]
-		h.Observe(e, ms(1), true, 0) // the local zone stays fresh
-		if e.Locality.GetZone() == "z3" {
-			toC++
-			h.Observe(e, ms(300), true, 0)
-		} else if e.Locality.GetZone() == "z2" {
-			h.Observe(e, ms(1), true, 0)
+	for _, tt := range []struct {
+		shadow   bool
+		min, max int
+	}{{true, 8, 12}, {false, 3, 5}} {
+		c := newClock()
+		h := NewHealth(HealthConfig{Now: c.now, ProbeInterval: time.Second, DegradedProbeInterval: 5 * time.Second})
+		for range 100 { // z3 is 300 ms slower: degraded
+			feed(h, c, a, ms(1), 1, 10*time.Millisecond)
+			feed(h, c, b, ms(1), 1, 0)
+			feed(h, c, c3, ms(300), 1, 0)
 		}
-	}
-	if toC < 3 || toC > 5 {
-		t.Errorf("degraded z3 probed %d times in 20 s, want about every 5 s", toC)
+		if !h.ZoneDegraded("r1", "z3") {
+			t.Fatal("setup: z3 not degraded")
+		}
+		r := Request{Service: svc, Endpoints: all, Source: src, Health: h}
+		var toC, probes int
+		for range 20 { // 20 s, one probe a second
+			c.advance(time.Second)
+			h.Observe(a, ms(1), true, 0) // the local zone's traffic
+			var ch LocalityChooser
+			var i, p int
+			if tt.shadow {
+				i, p = ch.ChooseShadow(r)
+				if all[i].Locality.GetZone() != "z1" {
+					t.Fatalf("shadow probing: the request went to %s, not the local z1", all[i].Locality.GetZone())
+				}
+			} else {
+				i = ch.Choose(r)
+				p = i
+			}
+			if p < 0 || all[p].Locality.GetZone() == "z1" {
+				continue
+			}
+			probes++
+			switch all[p].Locality.GetZone() {
+			case "z3":
+				toC++
+				h.Observe(all[p], ms(300), true, 0)
+			case "z2":
+				h.Observe(all[p], ms(1), true, 0)
+			}
+		}
+		if toC < tt.min || toC > tt.max {
+			t.Errorf("shadow %v: degraded z3 probed %d times in 20 s, want %d to %d", tt.shadow, toC, tt.min, tt.max)
+		}
+		if probes < 15 {
+			t.Errorf("shadow %v: %d probes in 20 s, want one a second", tt.shadow, probes)
+		}
 	}
 }

@@ -486,7 +486,14 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		var st *endpointStats
 		if c != nil {
 			eps := c.endpoints(x.view.Endpoints(dest.GetService()))
-			e = c.pick(eps, &state.Request{Service: x.dstSvc, Port: sp, Source: c.caller(x.view, x.t, x.source()), Zone: headerValue(r.Header, destinationZoneHeader)}, hash, hasHash, exclude)
+			// A first attempt that can be sent twice (no body, a method
+			// that changes nothing) lets a copy probe another zone.
+			shadow := try == 0 && !hasBody && !upgrade && (r.Method == http.MethodGet || r.Method == http.MethodHead)
+			var probe *state.Endpoint
+			e, probe = c.pickShadow(eps, &state.Request{Service: x.dstSvc, Port: sp, Source: c.caller(x.view, x.t, x.source()), Zone: headerValue(r.Header, destinationZoneHeader)}, hash, hasHash, exclude, shadow)
+			if probe != nil {
+				x.p.sendProbe(c, eps, probe, sp, r, x.t, host, path, rawPath)
+			}
 			if e == nil {
 				x.reply(http.StatusServiceUnavailable, "UH", "no healthy upstream")
 				return
@@ -820,8 +827,23 @@ func (x *exchange) mirror(rr *meshv1.RouteRule, tap *bodyTap, whole []byte, host
 	}
 }
 
-// mirrorSlots bounds mirrored requests in flight.
+// mirrorSlots bounds mirrored requests (and probe copies) in flight.
 var mirrorSlots = make(chan struct{}, 256)
+
+// sendProbe sends a copy of r (which has no body) to e, another zone's
+// endpoint the health of c wants measured: the time to its response
+// headers, or its failure, goes to c's health; the response is discarded.
+// So a zone is measured — a degraded one included — without a client
+// waiting on it.
+func (p *Proxy) sendProbe(c *cluster, eps []*state.Endpoint, e *state.Endpoint, sp *meshv1.ServicePort, r *http.Request, t *tunnel, host, path, rawPath string) {
+	tport, ok := e.TargetPort(sp)
+	if !ok {
+		return
+	}
+	p.shadow(netip.AddrPortFrom(e.Address(t.authority.Addr()), tport), r, t, nil, host, path, rawPath, func(status int, latency time.Duration) {
+		c.observe(eps, e, status, latency)
+	})
+}
 
 func (p *Proxy) sendMirror(cfg *config, view *state.View, d *meshv1.Destination, r *http.Request, t *tunnel, body []byte, host, path, rawPath string) {
 	svc := view.ServiceByKey(d.GetService())
@@ -843,6 +865,13 @@ func (p *Proxy) sendMirror(cfg *config, view *state.View, d *meshv1.Destination,
 	if !ok {
 		return
 	}
+	p.shadow(netip.AddrPortFrom(e.Address(t.authority.Addr()), tport), r, t, body, host, path, rawPath, nil)
+}
+
+// shadow sends a copy of r to target, fire and forget, with "-shadow"
+// appended to the Host as Envoy does; done, if set, is told the response
+// status (0: none) and the time to its headers.
+func (p *Proxy) shadow(target netip.AddrPort, r *http.Request, t *tunnel, body []byte, host, path, rawPath string, done func(status int, latency time.Duration)) {
 	select {
 	case mirrorSlots <- struct{}{}:
 	default:
@@ -850,7 +879,7 @@ func (p *Proxy) sendMirror(cfg *config, view *state.View, d *meshv1.Destination,
 	}
 	out := &http.Request{
 		Method: r.Method,
-		URL:    &url.URL{Scheme: "http", Host: p.upstreamHost(netip.AddrPortFrom(e.Address(t.authority.Addr()), tport), t.src), Path: path, RawPath: rawPath, RawQuery: r.URL.RawQuery},
+		URL:    &url.URL{Scheme: "http", Host: p.upstreamHost(target, t.src), Path: path, RawPath: rawPath, RawQuery: r.URL.RawQuery},
 		Proto:  "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: r.Header.Clone(), Host: shadowHost(host), ContentLength: int64(len(body)),
 	}
@@ -865,7 +894,15 @@ func (p *Proxy) sendMirror(cfg *config, view *state.View, d *meshv1.Destination,
 		defer func() { <-mirrorSlots }()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		sent := time.Now()
 		resp, err := transport.RoundTrip(out.WithContext(ctx))
+		if done != nil {
+			status := 0
+			if err == nil {
+				status = resp.StatusCode
+			}
+			done(status, time.Since(sent))
+		}
 		if err != nil {
 			return
 		}

@@ -368,9 +368,18 @@ func (c *cluster) endpoints(eps []*state.Endpoint) []*state.Endpoint {
 // degraded zones; within it the better of two random endpoints by response
 // time × outstanding requests (Linkerd's peak-EWMA idea).
 func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, hasHash bool, exclude *state.Endpoint) *state.Endpoint {
+	e, _ := c.pickShadow(eps, loc, hash, hasHash, exclude, false)
+	return e
+}
+
+// pickShadow is pick for a request that may be copied (shadow): when a
+// probe of another zone is due, the request still goes where the policy
+// says, and probe is the endpoint a copy of it should measure (see
+// lb.LocalityChooser.ChooseShadow); nil when none is due.
+func (c *cluster) pickShadow(eps []*state.Endpoint, loc *state.Request, hash uint64, hasHash bool, exclude *state.Endpoint, shadow bool) (e, probe *state.Endpoint) {
 	n := len(eps)
 	if n == 0 {
-		return nil
+		return nil, nil
 	}
 	if loc != nil {
 		r := *loc
@@ -396,10 +405,19 @@ func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, h
 				// zone) if there is one, else the next tier.
 				lc.Ejector = excludeOne{exclude}
 			}
-			if i := lc.Choose(r); i >= 0 && i < n {
-				return eps[i]
+			i, p := -1, -1
+			if shadow {
+				i, p = lc.ChooseShadow(r)
+			} else {
+				i = lc.Choose(r)
 			}
-			return nil
+			if p >= 0 && p < n {
+				probe = eps[p]
+			}
+			if i >= 0 && i < n {
+				return eps[i], probe
+			}
+			return nil, nil
 		}
 	}
 	ok := func(e *state.Endpoint, strict int) bool {
@@ -432,10 +450,10 @@ func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, h
 			}
 		}
 		if e != nil {
-			return e
+			return e, nil
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // caller is the workload locality is judged from: the client, except

@@ -4,10 +4,13 @@ package waypoint_test
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/ambit-mesh/ambit/internal/echo"
 	"github.com/ambit-mesh/ambit/internal/meshtest"
@@ -33,11 +36,16 @@ func TestLocalityLbSetting(t *testing.T) {
 		Pods:      []*meshtest.Pod{client, echoB, echoC, wp},
 		Manifests: meshManifests,
 	}), client: client, access: &syncBuffer{}}
+	servedB := &pathCounter{n: map[string]int64{}}
 	for _, p := range []*meshtest.Pod{echoB, echoC} {
 		var srv *echo.Server
+		log := slog.New(slog.DiscardHandler)
+		if p == echoB {
+			log = slog.New(servedB)
+		}
 		meshtest.Must(t, p.Do(func() error {
 			var err error
-			srv, err = echo.Start(echo.Options{HTTPPorts: []int{8080}, Pod: p.Name, Namespace: p.Namespace, Log: slog.New(slog.DiscardHandler)})
+			srv, err = echo.Start(echo.Options{HTTPPorts: []int{8080}, Pod: p.Name, Namespace: p.Namespace, Log: log})
 			return err
 		}))
 		t.Cleanup(srv.Close)
@@ -103,4 +111,37 @@ spec:
 			meshtest.Eventually(t, "both regions serve again", both)
 		})
 	}
+
+	// The zone traffic does not reach is probed once a second: by a copy
+	// of a GET (the client's answer comes from where the policy says), by
+	// a request itself when it cannot be copied (a POST with a body).
+	t.Run("probes", func(t *testing.T) {
+		m.Change(t, "dr.yaml", dr(`localityLbSetting: {failover: [{from: r1, to: r3}]}`), admin)
+		meshtest.Eventually(t, "only zone-c", only("zone-c"))
+		send := func(method, path string) (toB int) {
+			for range 50 { // 2.5 s
+				var body io.Reader
+				if method == "POST" {
+					body = strings.NewReader("x")
+				}
+				req, _ := http.NewRequest(method, "http://10.96.0.10"+path, body)
+				resp, err := c.Do(req)
+				meshtest.Must(t, err)
+				resp.Body.Close()
+				if resp.Header.Get("X-Ambit-Served-Zone") == "zone-b" {
+					toB++
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			return toB
+		}
+		if toB := send("GET", "/copied"); toB != 0 {
+			t.Errorf("%d GETs answered by zone-b: probes should be copies", toB)
+		}
+		meshtest.Eventually(t, "copies of GETs reached zone-b", func() bool { return servedB.count("/copied") >= 1 })
+		if toB := send("POST", "/posted"); toB == 0 {
+			t.Error("no POST probed zone-b in 2.5 s")
+		}
+		m.Change(t, "dr.yaml", dr(""), admin)
+	})
 }

@@ -28,13 +28,16 @@ type HealthConfig struct {
 	// node's briefest stalls do not. Every request sent meanwhile is slow:
 	// at 100 requests/s, 250 ms is 25 of them.
 	Sustain time.Duration
-	// Evidence: this many consecutive samples of a zone, each over twice
-	// the degradation threshold (Factor × the best other zone's EWMA plus
+	// Evidence: this many requests to a zone, each slower than twice the
+	// degradation threshold (Factor × the best other zone's EWMA plus
 	// Floor), mark it degraded at once (default 5), without waiting for its
 	// EWMA to climb and Sustain to pass — every request sent meanwhile is
-	// slow, and at 100 requests/s that wait is some 30 of them. A stall
-	// shorter than that many requests, or any fast answer among them, does
-	// not.
+	// slow, and at 100 requests/s that wait is some 30 of them. Either as
+	// many consecutive answers that slow, or, when the proxy reports what
+	// it sends (Begin), as many requests unanswered for that long: a
+	// request outstanding that long is at least that slow, and is known to
+	// be long before its answer comes. A stall shorter than that many
+	// requests, or any fast answer among consecutive ones, does not.
 	Evidence int
 	// Tau is the EWMA's time constant (default 1 s): a sample Δt after the
 	// previous one weighs 1-exp(-Δt/Tau), so the average follows changes in
@@ -140,6 +143,14 @@ type zoneStat struct {
 	// (Evidence); streakMin is the least of them.
 	streak    int
 	streakMin float64
+	// strong is that threshold (ns; 0 while no other zone is known), for
+	// Begin, which takes no lock.
+	strong atomic.Int64
+	// Requests outstanding (Begin without Observe yet): sent and done
+	// count them; sends holds the send times (unix ns) of the latest, by
+	// sequence number modulo its length.
+	sent, done atomic.Uint64
+	sends      [64]atomic.Int64
 }
 
 type endpointStat struct {
@@ -256,6 +267,12 @@ func (h *Health) probeDue() bool {
 // endpoints of the destination, for MaxEjectionPercent (0: unknown).
 func (h *Health) Observe(e *Endpoint, latency time.Duration, ok bool, n int) {
 	now := h.cfg.Now()
+	if z := h.zoneOf(e); z != nil {
+		// Answered. Never past sent: a proxy that does not report its
+		// sends (Begin) leaves both at zero.
+		for d := z.done.Load(); d < z.sent.Load() && !z.done.CompareAndSwap(d, d+1); d = z.done.Load() {
+		}
+	}
 	st := h.ep(e.Workload.GetUid())
 	if !ok {
 		h.fail(e.Workload.GetUid(), st, now, n)
@@ -272,12 +289,7 @@ func (h *Health) Observe(e *Endpoint, latency time.Duration, ok bool, n int) {
 	st.ewma.Store(math.Float64bits(blend(math.Float64frombits(st.ewma.Load()), x, st.lastNs.Load() == 0, now.Sub(prev), h.cfg.Tau)))
 	st.lastNs.Store(now.UnixNano())
 
-	z := h.zoneOf(e)
-	if z == nil {
-		z = &zoneStat{region: e.Locality.GetRegion(), zone: e.Locality.GetZone()}
-		zs := append(append([]*zoneStat{}, *h.zones.Load()...), z)
-		h.zones.Store(&zs)
-	}
+	z := h.addZone(e)
 	// A zone reached only by probes gets a sample every few seconds: one
 	// sample may move its average at most halfway, so a single lucky (or
 	// unlucky) probe does not make it the best zone (or a degraded one).
@@ -288,6 +300,51 @@ func (h *Health) Observe(e *Endpoint, latency time.Duration, ok bool, n int) {
 	h.reassess(now, z, x)
 	if now.Sub(h.lastGC) > time.Minute {
 		h.gc(now)
+	}
+}
+
+// addZone returns e's zone, added if new. Called with mu held.
+func (h *Health) addZone(e *Endpoint) *zoneStat {
+	z := h.zoneOf(e)
+	if z == nil {
+		z = &zoneStat{region: e.Locality.GetRegion(), zone: e.Locality.GetZone()}
+		zs := append(append([]*zoneStat{}, *h.zones.Load()...), z)
+		h.zones.Store(&zs)
+	}
+	return z
+}
+
+// Begin tells that a request (connection) is being sent to e; Observe
+// must follow, whatever the outcome. When Evidence requests to the zone
+// have been waiting longer than twice the degradation threshold, the zone
+// is degraded there and then. Cheap: no lock unless that happens (or the
+// zone is new).
+func (h *Health) Begin(e *Endpoint) {
+	z := h.zoneOf(e)
+	if z == nil {
+		h.mu.Lock()
+		z = h.addZone(e)
+		h.mu.Unlock()
+	}
+	now := h.cfg.Now().UnixNano()
+	seq := z.sent.Add(1) - 1
+	z.sends[seq%uint64(len(z.sends))].Store(now)
+	strong := z.strong.Load()
+	if strong <= 0 || z.degraded.Load() {
+		return
+	}
+	// At most done of the requests are answered, so if the one sent
+	// Evidence-th after the first done was sent over strong ago, at least
+	// Evidence requests have waited that long. (Out of the ring: too many
+	// outstanding to tell; the answers will.)
+	k := z.done.Load() + uint64(h.cfg.Evidence) - 1
+	if seq < k || seq-k >= uint64(len(z.sends)) || now-z.sends[k%uint64(len(z.sends))].Load() <= strong {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !z.degraded.Load() {
+		h.degrade(z, h.cfg.Now(), float64(strong), "outstanding")
 	}
 }
 
@@ -304,20 +361,35 @@ func blend(avg, x float64, first bool, dt, tau time.Duration) float64 {
 // sampled has just been observed taking x. Called with mu held.
 func (h *Health) reassess(now time.Time, sampled *zoneStat, x float64) {
 	zs := *h.zones.Load()
-	best, bestOther := math.Inf(1), math.Inf(1)
+	// The best zone, and the second best: the best of the others for the
+	// best one.
+	var bestZ *zoneStat
+	best, second := math.Inf(1), math.Inf(1)
 	for _, z := range zs {
-		if z.samples > 0 && z.ewma < best {
-			best = z.ewma
-		}
-		if z != sampled && z.samples > 0 && z.ewma < bestOther {
-			bestOther = z.ewma
+		switch {
+		case z.samples == 0:
+		case z.ewma < best:
+			bestZ, best, second = z, z.ewma, best
+		case z.ewma < second:
+			second = z.ewma
 		}
 	}
 	floor := float64(h.cfg.Floor)
+	strong := func(z *zoneStat) float64 {
+		other := best
+		if z == bestZ {
+			other = second
+		}
+		return 2 * (h.cfg.Factor*other + floor)
+	}
+	bestOther := best
+	if sampled == bestZ {
+		bestOther = second
+	}
 	// Strong evidence: compared with the other zones only (a zone is not
 	// slow against itself), and only while it is in use.
 	switch {
-	case sampled.degraded.Load() || math.IsInf(bestOther, 1) || x <= 2*(h.cfg.Factor*bestOther+floor):
+	case sampled.degraded.Load() || math.IsInf(bestOther, 1) || x <= strong(sampled):
 		sampled.streak = 0
 	case sampled.streak == 0 || x < sampled.streakMin:
 		sampled.streak++
@@ -326,16 +398,16 @@ func (h *Health) reassess(now time.Time, sampled *zoneStat, x float64) {
 		sampled.streak++
 	}
 	for _, z := range zs {
+		if s := strong(z); math.IsInf(s, 1) {
+			z.strong.Store(0)
+		} else {
+			z.strong.Store(int64(s))
+		}
 		if z.samples == 0 {
 			continue
 		}
 		if !z.degraded.Load() && z.streak >= h.cfg.Evidence {
-			// The evidence is the zone's latency now: its EWMA starts
-			// there, so fail-back waits for samples that say otherwise.
-			z.ewma = max(z.ewma, z.streakMin)
-			z.since, z.over, z.streak = now, time.Time{}, 0
-			z.degraded.Store(true)
-			h.event("zone degraded", "region", z.region, "zone", z.zone, "ewma", time.Duration(z.ewma), "best", time.Duration(bestOther), "evidence", h.cfg.Evidence)
+			h.degrade(z, now, z.streakMin, "slow answers")
 			continue
 		}
 		if !z.degraded.Load() {
@@ -358,6 +430,17 @@ func (h *Health) reassess(now time.Time, sampled *zoneStat, x float64) {
 			h.event("zone recovered", "region", z.region, "zone", z.zone, "ewma", time.Duration(z.ewma), "best", time.Duration(best))
 		}
 	}
+}
+
+// degrade marks z degraded on strong evidence that its latency is at least
+// least. Called with mu held.
+func (h *Health) degrade(z *zoneStat, now time.Time, least float64, evidence string) {
+	// The evidence is the zone's latency now: its EWMA starts there, so
+	// fail-back waits for samples that say otherwise.
+	z.ewma = max(z.ewma, least)
+	z.since, z.over, z.streak = now, time.Time{}, 0
+	z.degraded.Store(true)
+	h.event("zone degraded", "region", z.region, "zone", z.zone, "ewma", time.Duration(z.ewma), "evidence", evidence)
 }
 
 func (h *Health) fail(uid string, st *endpointStat, now time.Time, n int) {

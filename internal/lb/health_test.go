@@ -193,6 +193,89 @@ func TestZoneDegradationSteeredWithin(t *testing.T) {
 	}
 }
 
+// TestOutstandingEvidence: with sends reported (Begin), a zone that stops
+// answering is degraded once Evidence requests have waited over twice the
+// threshold — some 100 ms into a 300 ms stall at 100 requests/s, before
+// any slow answer — while answers that keep coming, or too few requests
+// waiting, do not.
+func TestOutstandingEvidence(t *testing.T) {
+	setup := func() (*clock, *Health, *Endpoint, *Endpoint) {
+		c := newClock()
+		h := NewHealth(HealthConfig{Now: c.now})
+		a, b := zoned("a", "z1"), zoned("b", "z2")
+		for range 100 { // 1 ms answers; the threshold is 2 × (2 × 1 + 20) = 44 ms
+			h.Begin(a)
+			c.advance(time.Millisecond)
+			h.Observe(a, ms(1), true, 0)
+			c.advance(9 * time.Millisecond)
+			feed(h, c, b, ms(1), 1, 0)
+		}
+		return c, h, a, b
+	}
+
+	// A stall: requests every 10 ms, none answered.
+	c, h, a, _ := setup()
+	start := c.t
+	for !h.ZoneDegraded("r1", "z1") {
+		h.Begin(a)
+		c.advance(10 * time.Millisecond)
+		if c.t.Sub(start) > time.Second {
+			t.Fatal("not degraded after a second without answers")
+		}
+	}
+	if d := c.t.Sub(start); d < 80*time.Millisecond || d > 110*time.Millisecond {
+		t.Errorf("degraded %v into the stall, want ~90 ms (the 5th request waiting 44 ms)", d)
+	}
+
+	// Answers 40 ms late, five requests waiting at a time, none as long as
+	// 44 ms: never (the EWMA's own rule held off by an endless Sustain).
+	c, h, a, _ = setup()
+	h.cfg.Sustain = time.Hour
+	for i := range 500 {
+		h.Begin(a)
+		if i >= 4 {
+			h.Observe(a, ms(40), true, 0)
+		}
+		c.advance(10 * time.Millisecond)
+		if h.ZoneDegraded("r1", "z1") {
+			t.Fatal("answers under the strong threshold degraded the zone")
+		}
+	}
+
+	// Four requests stuck, the rest answered: never (too few waiting).
+	c, h, a, _ = setup()
+	for range 4 {
+		h.Begin(a)
+	}
+	for range 500 {
+		h.Begin(a)
+		c.advance(5 * time.Millisecond)
+		h.Observe(a, ms(5), true, 0)
+		c.advance(5 * time.Millisecond)
+		if h.ZoneDegraded("r1", "z1") {
+			t.Fatal("four requests outstanding degraded the zone")
+		}
+	}
+
+	// A proxy that does not report sends: answers alone never count as
+	// outstanding.
+	c = newClock()
+	h = NewHealth(HealthConfig{Now: c.now})
+	a, b := zoned("a", "z1"), zoned("b", "z2")
+	for range 500 {
+		feed(h, c, a, ms(1), 1, 10*time.Millisecond)
+		feed(h, c, b, ms(1), 1, 0)
+	}
+	h.Begin(a) // one request: done must not have run ahead of sent
+	c.advance(time.Second)
+	if h.ZoneDegraded("r1", "z1") {
+		t.Fatal("degraded without requests waiting")
+	}
+	if n := testing.AllocsPerRun(100, func() { h.Begin(a); h.Observe(a, ms(1), true, 0) }); n != 0 {
+		t.Errorf("Begin and Observe: %v allocations", n)
+	}
+}
+
 // TestNoFlapUnderJitter: a healthy local zone whose answers wander (1–8
 // ms), with single slow outliers and short bursts of slow answers (fewer
 // than Evidence in a row), is never marked degraded in a minute of

@@ -553,6 +553,9 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		if actx.Done() != nil {
 			out = out.WithContext(actx)
 		}
+		if c != nil {
+			c.health.Begin(e) // observe follows, whatever happens
+		}
 		sent := time.Now()
 		resp, lastErr = transport.RoundTrip(out)
 		if timer != nil && !timer.Stop() && lastErr == nil {
@@ -840,9 +843,7 @@ func (p *Proxy) sendProbe(c *cluster, eps []*state.Endpoint, e *state.Endpoint, 
 	if !ok {
 		return
 	}
-	p.shadow(netip.AddrPortFrom(e.Address(t.authority.Addr()), tport), r, t, nil, host, path, rawPath, func(status int, latency time.Duration) {
-		c.observe(eps, e, status, latency)
-	})
+	p.shadow(netip.AddrPortFrom(e.Address(t.authority.Addr()), tport), r, t, nil, host, path, rawPath, &probeCopy{c, eps, e})
 }
 
 func (p *Proxy) sendMirror(cfg *config, view *state.View, d *meshv1.Destination, r *http.Request, t *tunnel, body []byte, host, path, rawPath string) {
@@ -868,10 +869,17 @@ func (p *Proxy) sendMirror(cfg *config, view *state.View, d *meshv1.Destination,
 	p.shadow(netip.AddrPortFrom(e.Address(t.authority.Addr()), tport), r, t, body, host, path, rawPath, nil)
 }
 
+// probeCopy is a shadow request that measures e for c's health.
+type probeCopy struct {
+	c   *cluster
+	eps []*state.Endpoint
+	e   *state.Endpoint
+}
+
 // shadow sends a copy of r to target, fire and forget, with "-shadow"
-// appended to the Host as Envoy does; done, if set, is told the response
-// status (0: none) and the time to its headers.
-func (p *Proxy) shadow(target netip.AddrPort, r *http.Request, t *tunnel, body []byte, host, path, rawPath string, done func(status int, latency time.Duration)) {
+// appended to the Host as Envoy does; a probe's outcome (status, time to
+// response headers) goes to its cluster's health.
+func (p *Proxy) shadow(target netip.AddrPort, r *http.Request, t *tunnel, body []byte, host, path, rawPath string, probe *probeCopy) {
 	select {
 	case mirrorSlots <- struct{}{}:
 	default:
@@ -894,14 +902,17 @@ func (p *Proxy) shadow(target netip.AddrPort, r *http.Request, t *tunnel, body [
 		defer func() { <-mirrorSlots }()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		if probe != nil {
+			probe.c.health.Begin(probe.e)
+		}
 		sent := time.Now()
 		resp, err := transport.RoundTrip(out.WithContext(ctx))
-		if done != nil {
+		if probe != nil {
 			status := 0
 			if err == nil {
 				status = resp.StatusCode
 			}
-			done(status, time.Since(sent))
+			probe.c.observe(probe.eps, probe.e, status, time.Since(sent))
 		}
 		if err != nil {
 			return

@@ -33,6 +33,7 @@ type exchange struct {
 	start time.Time
 
 	svc      *meshv1.Service // addressed Service (nil: a workload)
+	svcKey   string          // and its key
 	dstSvc   *meshv1.Service // backend Service the request went to
 	endpoint *state.Endpoint
 	upstream netip.AddrPort
@@ -140,7 +141,8 @@ func (x *exchange) serve() {
 	x.svc = svc
 	svcKey := ""
 	if svc != nil {
-		svcKey = serviceKey(svc)
+		svcKey = x.t.serviceKey(svc)
+		x.svcKey = svcKey
 	}
 	conn := authz.Conn{Source: x.t.peer, SourceIP: x.t.src, DestinationIP: dst.Addr(), DestinationPort: dst.Port()}
 	attrs := requestAttrs{host: r.Host, method: r.Method, path: r.URL.Path, header: r.Header}
@@ -390,11 +392,13 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 
 	// Where to: a Service port (and subset), or one workload address.
 	var dest *meshv1.Destination
+	var own meshv1.Destination // the addressed Service's port
 	switch {
 	case be != nil:
 		dest = be.GetDestination()
 	case !direct.IsValid():
-		dest = &meshv1.Destination{Service: serviceKey(x.svc), Port: uint32(x.t.authority.Port())}
+		own.Service, own.Port = x.svcKey, uint32(x.t.authority.Port())
+		dest = &own
 	}
 	var sp *meshv1.ServicePort
 	var c *cluster

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
 	"github.com/ambit-mesh/ambit/internal/spiffe"
 )
 
@@ -25,6 +26,24 @@ type tunnel struct {
 	// series is the metrics series of the tunnel's last request: the next
 	// one most likely has the same labels.
 	series atomic.Pointer[lastSeries]
+	// svcKey is the key of the Service the tunnel's destination last was
+	// (the same Service as long as the configuration is).
+	svcKey atomic.Pointer[tunnelService]
+}
+
+type tunnelService struct {
+	svc *meshv1.Service
+	key string
+}
+
+// serviceKey is serviceKey(svc), built once per tunnel and Service.
+func (t *tunnel) serviceKey(svc *meshv1.Service) string {
+	if c := t.svcKey.Load(); c != nil && c.svc == svc {
+		return c.key
+	}
+	k := serviceKey(svc)
+	t.svcKey.Store(&tunnelService{svc: svc, key: k})
+	return k
 }
 
 func newTunnel(peer spiffe.ID, src, self netip.Addr, authority netip.AddrPort, baggage string) *tunnel {

@@ -89,7 +89,7 @@ func FuzzResponseHead(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req := &http.Request{Method: "GET"}
 		br := bufio.NewReader(bytes.NewReader(b))
-		got, err := readResponse(br, req)
+		got, err := readResponse(br, req, nil)
 		if err != nil {
 			return
 		}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,7 @@ type h1Conn struct {
 	key       string
 	idleSince time.Time
 	reused    bool
+	space     respSpace // of the answer in hand
 }
 
 func newH1Client(dial func(ctx context.Context, network, addr string) (net.Conn, error), idleTimeout time.Duration) *h1Client {
@@ -210,7 +212,7 @@ func (c *h1Conn) roundTrip(h *h1Client, req *http.Request) (*http.Response, erro
 		return nil, staleIf(err, true)
 	}
 	for answered := false; ; answered = true {
-		resp, err := readResponse(c.br, req)
+		resp, err := readResponse(c.br, req, &c.space)
 		if err != nil {
 			stop()
 			if ctxErr := req.Context().Err(); ctxErr != nil {
@@ -344,10 +346,23 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 
 var headEnd = []byte("\r\n\r\n")
 
+// respSpace holds a connection's answer of the common kind: the response,
+// its header map and values, its body. Each answer reuses it, as nothing
+// looks at an answer once its body is closed, which hands the connection
+// back (a caller that keeps header values keeps copies: the handler's
+// writers snapshot headers as they are written).
+type respSpace struct {
+	resp http.Response
+	hdr  http.Header
+	vals []string
+	body fixedBody
+}
+
 // readResponse reads a response head. The common one — HTTP/1.1, a body of
 // declared length, its head already in the reader's buffer — is parsed in
-// place into one string; anything else goes to http.ReadResponse.
-func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+// place into one string, into sp if not nil; anything else goes to
+// http.ReadResponse.
+func readResponse(br *bufio.Reader, req *http.Request, sp *respSpace) (*http.Response, error) {
 	if _, err := br.Peek(1); err != nil {
 		return nil, err
 	}
@@ -356,7 +371,10 @@ func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 	if end < 0 || req.Method == http.MethodHead {
 		return http.ReadResponse(br, req)
 	}
-	resp := parseResponseHead(string(buf[:end+2]))
+	if sp == nil {
+		sp = new(respSpace)
+	}
+	resp := parseResponseHead(string(buf[:end+2]), sp)
 	if resp == nil {
 		return http.ReadResponse(br, req)
 	}
@@ -364,15 +382,16 @@ func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 	resp.Request = req
 	resp.Body = http.NoBody
 	if resp.ContentLength > 0 {
-		resp.Body = &fixedBody{br: br, n: resp.ContentLength}
+		sp.body = fixedBody{br: br, n: resp.ContentLength}
+		resp.Body = &sp.body
 	}
 	return resp, nil
 }
 
 // parseResponseHead parses an HTTP/1.1 response head (without the final
 // empty line) with a Content-Length and a status that has a body; nil for
-// anything else.
-func parseResponseHead(hs string) *http.Response {
+// anything else. The response is sp's.
+func parseResponseHead(hs string, sp *respSpace) *http.Response {
 	line, rest, _ := strings.Cut(hs, "\n")
 	status, ok := strings.CutPrefix(strings.TrimSuffix(line, "\r"), "HTTP/1.1 ")
 	if !ok || len(status) < 3 || (len(status) > 3 && status[3] != ' ') {
@@ -383,9 +402,16 @@ func parseResponseHead(hs string) *http.Response {
 		return nil
 	}
 	n := strings.Count(rest, "\n")
-	h := make(http.Header, n)
-	vals := make([]string, 0, n) // one array for every value
-	resp := &http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h, ContentLength: -1}
+	h := sp.hdr
+	if h == nil {
+		h = make(http.Header, n)
+		sp.hdr = h
+	} else {
+		clear(h)
+	}
+	vals := slices.Grow(sp.vals[:0], n) // one array for every value
+	resp := &sp.resp
+	*resp = http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h, ContentLength: -1}
 	for rest != "" {
 		line, rest, _ = strings.Cut(rest, "\n")
 		name, value, ok := strings.Cut(strings.TrimSuffix(line, "\r"), ":")
@@ -414,6 +440,7 @@ func parseResponseHead(hs string) *http.Response {
 		}
 		vals = addHeaderValue(h, vals, key, value)
 	}
+	sp.vals = vals
 	if resp.ContentLength < 0 {
 		return nil
 	}

@@ -33,6 +33,7 @@ type exchange struct {
 	start time.Time
 
 	svc      *meshv1.Service // addressed Service (nil: a workload)
+	svcKey   string          // and its key
 	dstSvc   *meshv1.Service // backend Service the request went to
 	endpoint *state.Endpoint
 	upstream netip.AddrPort
@@ -140,7 +141,8 @@ func (x *exchange) serve() {
 	x.svc = svc
 	svcKey := ""
 	if svc != nil {
-		svcKey = serviceKey(svc)
+		svcKey = x.t.serviceKey(svc)
+		x.svcKey = svcKey
 	}
 	conn := authz.Conn{Source: x.t.peer, SourceIP: x.t.src, DestinationIP: dst.Addr(), DestinationPort: dst.Port()}
 	attrs := requestAttrs{host: r.Host, method: r.Method, path: r.URL.Path, header: r.Header}
@@ -272,22 +274,51 @@ func headerValue(h http.Header, key string) string {
 	return ""
 }
 
-// hopHeaders are connection-specific (RFC 9110 7.6.1): never forwarded.
-var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Trailer", "Transfer-Encoding", "Upgrade"}
-
+// removeHopHeaders deletes the connection-specific fields (RFC 9110
+// 7.6.1) and those the Connection field names: one pass over h.
 func removeHopHeaders(h http.Header) {
-	for _, v := range h["Connection"] {
-		for _, f := range strings.Split(v, ",") {
-			if f = http.CanonicalHeaderKey(strings.TrimSpace(f)); f != "" {
-				delete(h, f)
-			}
+	conn := h["Connection"]
+	for k, vv := range h {
+		if isHopHeader(k, vv) {
+			delete(h, k)
 		}
 	}
-	for _, k := range hopHeaders {
-		delete(h, k)
+	removeConnectionListed(h, conn)
+}
+
+// copyEndToEnd copies the fields of src that are not connection-specific
+// into dst (what removeHopHeaders would leave of them).
+func copyEndToEnd(dst, src http.Header) {
+	for k, vv := range src {
+		if !isHopHeader(k, vv) {
+			dst[k] = vv
+		}
 	}
-	if te, ok := h["Te"]; ok && !(len(te) == 1 && strings.EqualFold(te[0], "trailers")) {
-		delete(h, "Te")
+	removeConnectionListed(dst, src["Connection"])
+}
+
+// isHopHeader reports a field that is never forwarded; TE only when it
+// asks for more than trailers.
+func isHopHeader(k string, vv []string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	case "Te":
+		return !(len(vv) == 1 && strings.EqualFold(vv[0], "trailers"))
+	}
+	return false
+}
+
+// removeConnectionListed deletes the fields a Connection field lists.
+func removeConnectionListed(h http.Header, conn []string) {
+	for _, v := range conn {
+		for v != "" {
+			var f string
+			f, v, _ = strings.Cut(v, ",")
+			if f = strings.TrimSpace(f); f != "" {
+				delete(h, http.CanonicalHeaderKey(f))
+			}
+		}
 	}
 }
 
@@ -361,11 +392,13 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 
 	// Where to: a Service port (and subset), or one workload address.
 	var dest *meshv1.Destination
+	var own meshv1.Destination // the addressed Service's port
 	switch {
 	case be != nil:
 		dest = be.GetDestination()
 	case !direct.IsValid():
-		dest = &meshv1.Destination{Service: serviceKey(x.svc), Port: uint32(x.t.authority.Port())}
+		own.Service, own.Port = x.svcKey, uint32(x.t.authority.Port())
+		dest = &own
 	}
 	var sp *meshv1.ServicePort
 	var c *cluster
@@ -688,13 +721,10 @@ func (x *exchange) respond(resp *http.Response, rr *meshv1.RouteRule, be *meshv1
 	defer done()
 	defer resp.Body.Close()
 	h := x.w.Header()
-	for k, vv := range resp.Header {
-		h[k] = vv
-	}
+	copyEndToEnd(h, resp.Header)
 	if _, ok := h["Content-Type"]; !ok {
 		h["Content-Type"] = nil // passed on as it came: none sniffed (net/http would)
 	}
-	removeHopHeaders(h)
 	applyHeaders(h, be.GetResponseHeaders())
 	applyHeaders(h, rr.GetResponseHeaders())
 	x.status = resp.StatusCode

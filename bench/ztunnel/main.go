@@ -141,8 +141,9 @@ var (
 	flagPayload  = flag.Int("payload", 1024, "fortio payload bytes")
 	flagOut      = flag.String("out", "", "write raw results as JSON to this file")
 	flagWays     = flag.String("ways", "direct,stunnel,ztunnel", "ways to run")
-	flagPerf     = flag.String("perf", "", "after the rounds, record a `perf` CPU profile of both ztunnels under max load into this directory")
-	flagDiag     = flag.Bool("diag", false, "after the rounds, count syscalls and context switches per request of each proxy pair (perf stat) at 1000 qps and max")
+	flagTests    = flag.String("tests", "qps1000,qpsmax,iperf", "measurements of each round (for a quick A/B of one of them)")
+	flagPerf     = flag.String("perf", "", "after the rounds, record `perf` CPU profiles of each proxy pair at 1000 qps, max and under iperf3 into this directory")
+	flagDiag     = flag.Bool("diag", false, "after the rounds, count syscalls, context switches and CPU time of each proxy pair (perf stat) per request at 1000 qps and max, and per MB under iperf3")
 	flagKeep     = flag.Bool("v", false, "verbose: pass proxy logs through")
 	flagZtunnel  = flag.String("ztunnel", "", "ztunnel binary (default TOOLS/ztunnel, built from ./cmd/ztunnel)")
 	flagZ2       = flag.String("ztunnel2", "", "optional second ztunnel binary, run as a fourth way (own nodes, pods and VIP 10.96.0.11)")
@@ -445,7 +446,12 @@ func run(ctx context.Context) error {
 	log.Printf("all paths answer; %d rounds × %d ways × (fortio 1000 qps %v, fortio max %v, iperf3 %ds)", *flagRounds, len(ways), *flagDuration, *flagDuration, *flagIperfT)
 
 	var samples []sample
-	tests := []string{"qps1000", "qpsmax", "iperf"}
+	tests := strings.Split(*flagTests, ",")
+	for _, t := range tests {
+		if t != "qps1000" && t != "qpsmax" && t != "iperf" {
+			return fmt.Errorf("unknown test %q (want qps1000, qpsmax, iperf)", t)
+		}
+	}
 	for r := 0; r < *flagRounds; r++ {
 		for _, test := range tests {
 			for i := range ways {
@@ -470,20 +476,15 @@ func run(ctx context.Context) error {
 	}
 	report(ways, samples)
 
-	if *flagDiag {
+	if *flagDiag || *flagPerf != "" {
 		for _, n := range []string{"stunnel", "ztunnel", *flagZ2Name} {
-			for _, qps := range []string{"1000", "0"} {
+			for _, load := range []string{"1000", "0", "iperf"} {
 				if w := all[n]; w != nil && ctx.Err() == nil {
-					if err := diag(ctx, w, fortio, qps); err != nil {
+					if err := diag(ctx, w, fortio, iperf, load); err != nil {
 						log.Printf("diag %s: %v", n, err)
 					}
 				}
 			}
-		}
-	}
-	if *flagPerf != "" {
-		if err := perfProfile(ctx, all["ztunnel"], fortio); err != nil {
-			log.Printf("perf profile: %v", err)
 		}
 	}
 	return nil
@@ -825,37 +826,15 @@ func startMesh(ctx context.Context, work string, enrol []enrolment, pods map[str
 	return procs, nil
 }
 
-// --- perf profile ----------------------------------------------------------
+// --- perf diagnostics ------------------------------------------------------
 
-func perfProfile(ctx context.Context, w *way, fortio string) error {
-	perf, err := exec.LookPath("perf")
-	if err != nil {
-		return err
-	}
-	os.MkdirAll(*flagPerf, 0o755)
-	var recs []*exec.Cmd
-	for _, p := range w.proxies {
-		out := filepath.Join(*flagPerf, p.name+".perf.data")
-		c := exec.CommandContext(ctx, perf, "record", "-F", "499", "-g", "-o", out, "-p", strconv.Itoa(p.cmd.Process.Pid), "--", "sleep", strconv.Itoa(int(flagDuration.Seconds())))
-		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		c.Stderr = io.Discard
-		if err := c.Start(); err != nil {
-			return err
-		}
-		recs = append(recs, c)
-	}
-	var s sample
-	err = runFortio(ctx, w, fortio, "0", *flagDuration, &s)
-	for _, c := range recs {
-		c.Wait()
-	}
-	log.Printf("perf: profiled run qps=%.0f p50=%.3fms; data in %s (perf report -i ... --no-children)", s.QPS, s.P50, *flagPerf)
-	return err
-}
-
-// diag counts the proxy pair's syscalls and context switches during one
-// fortio run (perf stat follows threads created after it attaches).
-func diag(ctx context.Context, w *way, fortio, qps string) error {
+// diag runs one more measurement of w — fortio at qps ("0": max) or, for
+// load "iperf", one iperf3 transfer — with the proxy pair under perf:
+// `perf stat` (-diag) counts system calls and context switches per
+// request or per MB; `perf record -g` (-perf DIR) writes a CPU profile of
+// each proxy to DIR/<way>-<load>-<proxy>.perf.data. perf follows threads
+// created after it attaches.
+func diag(ctx context.Context, w *way, fortio, iperf, load string) error {
 	perf, err := exec.LookPath("perf")
 	if err != nil {
 		return err
@@ -864,30 +843,77 @@ func diag(ctx context.Context, w *way, fortio, qps string) error {
 	for _, p := range w.proxies {
 		pids = append(pids, strconv.Itoa(p.cmd.Process.Pid))
 	}
-	c := exec.CommandContext(ctx, perf, "stat", "-x", ",", "-e", "raw_syscalls:sys_enter,context-switches,cpu-migrations",
-		"-p", strings.Join(pids, ","), "--", "sleep", strconv.Itoa(int(flagDuration.Seconds())))
-	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	secs := strconv.Itoa(int(flagDuration.Seconds()))
+	if load == "iperf" {
+		secs = strconv.Itoa(*flagIperfT + 2)
+	}
+	var stat *exec.Cmd
 	var stderr strings.Builder
-	c.Stderr = &stderr
-	if err := c.Start(); err != nil {
-		return err
+	var recs []*exec.Cmd
+	if *flagDiag {
+		stat = exec.CommandContext(ctx, perf, "stat", "-x", ",", "-e", "raw_syscalls:sys_enter,context-switches,cpu-migrations,task-clock",
+			"-p", strings.Join(pids, ","), "--", "sleep", secs)
+		stat.Stderr = &stderr
+		recs = append(recs, stat)
+	}
+	if *flagPerf != "" {
+		os.MkdirAll(*flagPerf, 0o755)
+		for _, p := range w.proxies {
+			out := filepath.Join(*flagPerf, fmt.Sprintf("%s-%s-%s.perf.data", w.name, loadName(load), p.name))
+			c := exec.CommandContext(ctx, perf, "record", "-F", "999", "-g", "-o", out, "-p", strconv.Itoa(p.cmd.Process.Pid), "--", "sleep", secs)
+			c.Stderr = io.Discard
+			recs = append(recs, c)
+		}
+	}
+	for _, c := range recs {
+		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := c.Start(); err != nil {
+			return err
+		}
 	}
 	time.Sleep(time.Second) // let perf attach before fortio opens its connections (stunnel: a thread each)
 	var s sample
-	err = runFortio(ctx, w, fortio, qps, *flagDuration-2*time.Second, &s)
-	c.Wait()
-	counts := map[string]float64{}
-	for _, l := range strings.Split(stderr.String(), "\n") {
-		f := strings.Split(l, ",")
-		if len(f) >= 3 {
-			v, _ := strconv.ParseFloat(f[0], 64)
-			counts[f[2]] = v
-		}
+	var units float64 // requests or MB moved while perf watched
+	unit := "request"
+	if load == "iperf" {
+		err = runIperf(ctx, w, iperf, &s)
+		units = s.Gbps * 1e9 / 8 * float64(*flagIperfT) / 1e6
+		unit = "MB"
+	} else {
+		d := max(*flagDuration-2*time.Second, time.Second)
+		err = runFortio(ctx, w, fortio, load, d, &s)
+		units = s.QPS * d.Seconds()
 	}
-	n := s.QPS * (*flagDuration - 2*time.Second).Seconds()
-	log.Printf("diag %s qps=%s: achieved %.0f qps; proxy pair per request: %.2f syscalls, %.2f context switches, %.3f migrations",
-		w.name, qps, s.QPS, counts["raw_syscalls:sys_enter"]/n, counts["context-switches"]/n, counts["cpu-migrations"]/n)
+	for _, c := range recs {
+		c.Wait()
+	}
+	if stat != nil {
+		counts := map[string]float64{}
+		for _, l := range strings.Split(stderr.String(), "\n") {
+			f := strings.Split(l, ",")
+			if len(f) >= 3 {
+				v, _ := strconv.ParseFloat(f[0], 64)
+				counts[f[2]] = v
+			}
+		}
+		log.Printf("diag %s %s: %.0f qps, %.2f Gbit/s; proxy pair per %s: %.2f syscalls, %.2f context switches, %.3f migrations, %.3f CPU ms",
+			w.name, loadName(load), s.QPS, s.Gbps, unit, counts["raw_syscalls:sys_enter"]/units, counts["context-switches"]/units,
+			counts["cpu-migrations"]/units, counts["task-clock"]/units) // perf reports task-clock in ms
+	}
+	if *flagPerf != "" {
+		log.Printf("perf: %s %s profiled (qps=%.0f p50=%.3fms gbps=%.2f) into %s (perf report -i ... --no-children)", w.name, loadName(load), s.QPS, s.P50, s.Gbps, *flagPerf)
+	}
 	return err
+}
+
+func loadName(load string) string {
+	switch load {
+	case "0":
+		return "max"
+	case "iperf":
+		return "iperf"
+	}
+	return load + "qps"
 }
 
 // --- report ----------------------------------------------------------------

@@ -419,7 +419,7 @@ func (p *Pool) handshake(ctx context.Context, t *Target, cert *tls.Certificate) 
 	if err != nil {
 		return nil, err
 	}
-	cork := &corkConn{Conn: raw}
+	cork := newCorkConn(raw)
 	tc := tls.Client(cork, clientTLSConfig(cert, p.certs, t.Destination, t.ServerName))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()

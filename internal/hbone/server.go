@@ -173,7 +173,7 @@ func (srv *Server) serveConn(nc net.Conn) {
 
 	deadline := time.Now().Add(srv.handshakeTimeout)
 	nc.SetDeadline(deadline)
-	cork := &corkConn{Conn: nc}
+	cork := newCorkConn(nc)
 	tc := tls.Server(cork, srv.tlsConfig)
 	ctx, cancel := context.WithDeadline(srv.baseCtx, deadline)
 	err := tc.HandshakeContext(ctx)

@@ -65,10 +65,10 @@ type Stream struct {
 	// Direct delivery (see onData): while WriteTo waits with nothing
 	// buffered, the read loop writes payloads straight to WriteTo's
 	// destination socket. Guarded by mu.
-	sink        *sinkWriter // WriteTo's destination, if a TCP socket
-	sinkIdle    bool        // WriteTo is waiting and rq is empty
-	sinkWritten int64       // bytes the read loop wrote, not yet counted by WriteTo
-	sinkErr     error       // a direct write failed: WriteTo returns it
+	sink        *rawIO // WriteTo's destination, if a TCP socket
+	sinkIdle    bool   // WriteTo is waiting and rq is empty
+	sinkWritten int64  // bytes the read loop wrote, not yet counted by WriteTo
+	sinkErr     error  // a direct write failed: WriteTo returns it
 
 	gotResp bool // client, read loop only: final response headers seen
 
@@ -87,6 +87,7 @@ type Stream struct {
 	held    []*chunk
 	heldArr [16]*chunk
 	bufsArr [16][]byte
+	iovArr  [16]syscall.Iovec
 }
 
 // Response is the answer to a CONNECT.
@@ -252,47 +253,6 @@ func (s *Stream) onData(ch *chunk, small []byte, flow, n int64, end bool) {
 // dropped by a fifth).
 const directWriteMax = 16 << 10
 
-// sinkWriter makes non-blocking writes to a WriteTo destination. Its
-// callback is made once per WriteTo, so a write allocates nothing.
-type sinkWriter struct {
-	rc  syscall.RawConn
-	fn  func(fd uintptr) bool
-	p   []byte
-	n   int
-	err error
-}
-
-func newSinkWriter(rc syscall.RawConn) *sinkWriter {
-	w := &sinkWriter{rc: rc}
-	w.fn = w.write
-	return w
-}
-
-func (w *sinkWriter) write(fd uintptr) bool {
-	for {
-		w.n, w.err = syscall.Write(int(fd), w.p)
-		if w.err != syscall.EINTR {
-			return true // done either way: never wait for the socket
-		}
-	}
-}
-
-// writeOnce makes one non-blocking write(2) of p: it returns how much the
-// socket took, 0 (and no error) if its buffer is full.
-func (w *sinkWriter) writeOnce(p []byte) (int, error) {
-	w.p, w.n, w.err = p, 0, nil
-	err := w.rc.Write(w.fn)
-	w.p = nil
-	n := max(w.n, 0)
-	switch {
-	case w.err == syscall.EAGAIN:
-		return n, nil
-	case w.err != nil:
-		return n, w.err
-	}
-	return n, err
-}
-
 // readErrLocked is why a Read with nothing buffered must return, if it must.
 func (s *Stream) readErrLocked() error {
 	switch {
@@ -388,11 +348,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 // connection's read loop may write small payloads to it directly while
 // WriteTo waits (see onData): nothing else may write to w meanwhile.
 func (s *Stream) WriteTo(w io.Writer) (int64, error) {
-	var sink *sinkWriter
+	var sink *rawIO
 	if tc, ok := w.(*net.TCPConn); ok {
-		if rc, err := tc.SyscallConn(); err == nil {
-			sink = newSinkWriter(rc)
-		}
+		sink = newRawIO(tc)
 	}
 	var total int64
 	for {
@@ -435,11 +393,15 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 
 		var n int64
 		var err error
-		if len(bufs) == 1 {
+		switch {
+		case sink != nil:
+			n, err = sink.writeBuffers(bufs, s.iovArr[:0])
+			clear(s.iovArr[:len(bufs)])
+		case len(bufs) == 1:
 			var k int
 			k, err = w.Write(bufs[0])
 			n = int64(k)
-		} else {
+		default:
 			s.bufs = bufs
 			n, err = s.bufs.WriteTo(w)
 			s.bufs = nil
@@ -536,6 +498,11 @@ const (
 // reads into a buffer with room for the frame header in front, so each read
 // becomes one DATA frame and one TLS write without copying.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
+	if tc, ok := r.(*net.TCPConn); ok {
+		if rio := newRawIO(tc); rio != nil {
+			r = rio
+		}
+	}
 	var total int64
 	size := readFromMin
 	ch := getChunk(size)

@@ -128,8 +128,12 @@ func (c *conn) failWriteLocked(err error) {
 	c.nc.SetReadDeadline(time.Now().Add(goAwayTimeout))
 }
 
-// queueControl queues frames without ever blocking on the socket, starting
-// a writer goroutine if none is running. The read loop uses it.
+// queueControl sends frames without ever blocking on the socket. The read
+// loop uses it. With no write in progress, it writes them itself in
+// no-wait mode (see corkConn): nearly always the socket takes them at
+// once; what it does not take, and frames queued meanwhile, are sent by a
+// writer goroutine started for them. With a write in progress, the frames
+// are queued behind it.
 func (c *conn) queueControl(frame []byte) {
 	c.wmu.Lock()
 	if c.werr != nil {
@@ -141,20 +145,64 @@ func (c *conn) queueControl(frame []byte) {
 		go c.teardown(connErr(ErrCodeEnhanceYourCalm, "peer does not read what it is sent"))
 		return
 	}
-	c.wq = append(c.wq, frame...)
-	start := !c.writing
+	if c.writing || c.cork == nil || c.cork.raw == nil {
+		c.wq = append(c.wq, frame...)
+		start := !c.writing
+		c.writing = true
+		c.wmu.Unlock()
+		if start {
+			go c.sendQueued(false)
+		}
+		return
+	}
 	c.writing = true
 	c.wmu.Unlock()
-	if start {
-		go func() {
-			c.wmu.Lock()
-			b := c.wq
-			c.wq = c.wqOut[:0]
-			c.wqOut = b
-			c.sendLocked(b)
-			c.wmu.Unlock()
-		}()
+	c.cork.setNoWait(true)
+	_, err := c.nc.Write(frame)
+	pending := c.cork.setNoWait(false)
+	c.wmu.Lock()
+	if err != nil {
+		c.failWriteLocked(err)
 	}
+	if c.werr == nil && (pending || len(c.wq) > 0) {
+		c.wmu.Unlock()
+		go c.sendQueued(pending)
+		return
+	}
+	c.writing = false
+	if c.wqWaiters > 0 {
+		c.wcond.Broadcast()
+	}
+	c.wmu.Unlock()
+}
+
+// sendQueued is a writer started by queueControl: it sends what a no-wait
+// write left (if pending), then the queue. c.writing is set on entry.
+func (c *conn) sendQueued(pending bool) {
+	if pending {
+		if err := c.cork.flushPending(); err != nil {
+			c.wmu.Lock()
+			c.failWriteLocked(err)
+			c.writing = false
+			c.wcond.Broadcast()
+			c.wmu.Unlock()
+			return
+		}
+	}
+	c.wmu.Lock()
+	if len(c.wq) == 0 {
+		c.writing = false
+		if c.wqWaiters > 0 {
+			c.wcond.Broadcast()
+		}
+		c.wmu.Unlock()
+		return
+	}
+	b := c.wq
+	c.wq = c.wqOut[:0]
+	c.wqOut = b
+	c.sendLocked(b)
+	c.wmu.Unlock()
 }
 
 // waitWritten waits until nothing is being written or queued.

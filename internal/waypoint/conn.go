@@ -28,7 +28,24 @@ type tunnel struct {
 	series atomic.Pointer[lastSeries]
 	// svcKey is the key of the Service the tunnel's destination last was
 	// (the same Service as long as the configuration is).
-	svcKey atomic.Pointer[tunnelService]
+	svcKey   atomic.Pointer[tunnelService]
+	upstream atomic.Pointer[tunnelUpstream]
+}
+
+// upstreamHost is p.upstreamHost(dst, t.src), remembered for the last
+// destination (the same endpoint, mostly, for a tunnel's next request).
+func (t *tunnel) upstreamHost(p *Proxy, dst netip.AddrPort) string {
+	if u := t.upstream.Load(); u != nil && u.dst == dst {
+		return u.host
+	}
+	h := p.upstreamHost(dst, t.src)
+	t.upstream.Store(&tunnelUpstream{dst: dst, host: h})
+	return h
+}
+
+type tunnelUpstream struct {
+	dst  netip.AddrPort
+	host string
 }
 
 type tunnelService struct {

@@ -78,7 +78,9 @@ func (sc *h1Server) setPhase(ph int32) {
 }
 
 var h1Pool = sync.Pool{New: func() any {
-	sc := &h1Server{hdr: make(http.Header, 16)}
+	// Header maps start small (eight fields, one group: cleared cheaply
+	// per request) and grow on connections whose requests need it.
+	sc := &h1Server{hdr: make(http.Header)}
 	sc.br = bufio.NewReaderSize(nil, 4<<10)
 	sc.bw = bufio.NewWriterSize(nil, 4<<10)
 	return sc
@@ -263,7 +265,7 @@ func (sc *h1Server) loop() (handoff bool) {
 	p := sc.p
 	lim := &p.limits
 	if sc.w.h == nil {
-		sc.w.h = make(http.Header, 16)
+		sc.w.h = make(http.Header)
 	}
 	for {
 		sc.head = sc.head[:0]
@@ -712,7 +714,7 @@ func writeHeaderLines(bw *bufio.Writer, k string, vv []string) {
 		return
 	}
 	for _, v := range vv {
-		if strings.ContainsAny(v, "\r\n") {
+		if strings.IndexByte(v, '\n') >= 0 || strings.IndexByte(v, '\r') >= 0 { // ContainsAny builds a set per call
 			v = strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(v)
 		}
 		v = strings.TrimSpace(v)

@@ -553,7 +553,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		if transport != x.p.h1fast {
 			out, u = new(http.Request), new(url.URL)
 		}
-		*u = url.URL{Scheme: "http", Host: x.p.upstreamHost(target, x.t.src), Path: path, RawPath: rawPath, RawQuery: r.URL.RawQuery}
+		*u = url.URL{Scheme: "http", Host: x.t.upstreamHost(x.p, target), Path: path, RawPath: rawPath, RawQuery: r.URL.RawQuery}
 		*out = http.Request{
 			Method: r.Method, URL: u,
 			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,

@@ -9,6 +9,10 @@
 // itself: an EWMA of latency per endpoint and per zone (connect time at L4,
 // response time at L7), passive health (consecutive failures eject an
 // endpoint for a growing backoff), and zone degradation — a zone whose
-// latency exceeds the best zone's by a factor plus a floor is avoided,
-// with hysteresis on the way back so choice does not flap.
+// latency exceeds the best zone's by a factor plus a floor is avoided (at
+// once on strong evidence: several requests each far slower, answered or
+// still waiting), with hysteresis on the way back so choice does not flap.
+// Probes keep the zones traffic does not reach measured, by copies of
+// requests where the proxy can make them. LocalityPolicy is a
+// DestinationRule's distribute, failover and failoverPriority.
 package lb

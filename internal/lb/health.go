@@ -43,11 +43,12 @@ type HealthConfig struct {
 	// previous one weighs 1-exp(-Δt/Tau), so the average follows changes in
 	// about Tau whatever the request rate.
 	Tau time.Duration
-	// ProbeInterval: while locality keeps traffic in one zone, one request
-	// per interval goes to the zone observed least recently (default 1 s),
-	// so every zone's latency stays known — the only way a degraded zone
-	// can be seen to recover, and a local zone's degradation be compared
-	// with the others.
+	// ProbeInterval: while locality keeps traffic in one zone, once per
+	// interval the zone observed least recently is probed (default 1 s) —
+	// by a copy of a request where the proxy can make one (ChooseShadow),
+	// else by the request itself — so every zone's latency stays known:
+	// the only way a degraded zone can be seen to recover, and a local
+	// zone's degradation be compared with the others.
 	ProbeInterval time.Duration
 	// DegradedProbeInterval: a degraded zone is probed by a request of its
 	// own at most this often (default 5 s): each such probe is a slow

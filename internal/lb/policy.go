@@ -152,16 +152,6 @@ func CompileLocality(l *meshv1.LoadBalancerPolicy_LocalityLb) (*LocalityPolicy, 
 	return p, nil
 }
 
-// PriorityLabels are the label names the policy's failoverPriority reads
-// (what endpoints' and callers' Workloads must carry).
-func (p *LocalityPolicy) PriorityLabels() []string {
-	var out []string
-	for _, l := range p.labels {
-		out = append(out, l.key)
-	}
-	return out
-}
-
 // Well-known labels Istio derives from the workload's locality and
 // placement rather than from the pod's own labels.
 const (

@@ -3,6 +3,8 @@ package hbone
 import (
 	"net"
 	"sync"
+
+	"github.com/ambit-mesh/ambit/internal/rawio"
 )
 
 // corkConn sits between crypto/tls and the socket. crypto/tls writes every
@@ -23,11 +25,11 @@ import (
 // (see conn.queueControl). That spares a goroutine hand-off per frame
 // without ever making the read loop wait for a peer that does not read.
 //
-// Reads and writes of the socket go through rawIO when the socket offers
+// Reads and writes of the socket go through rawio.IO when the socket offers
 // raw access (a TCP connection does).
 type corkConn struct {
 	net.Conn
-	raw     *rawIO // nil if Conn offers no raw access: no-wait writes unavailable
+	raw     *rawio.IO // nil if Conn offers no raw access: no-wait writes unavailable
 	rmu     sync.Mutex
 	mu      sync.Mutex
 	corked  bool
@@ -37,7 +39,7 @@ type corkConn struct {
 }
 
 func newCorkConn(nc net.Conn) *corkConn {
-	return &corkConn{Conn: nc, raw: newRawIO(nc)}
+	return &corkConn{Conn: nc, raw: rawio.New(nc)}
 }
 
 func (c *corkConn) Read(p []byte) (int, error) {
@@ -45,7 +47,7 @@ func (c *corkConn) Read(p []byte) (int, error) {
 		return c.Conn.Read(p)
 	}
 	// crypto/tls reads from one goroutine at a time; the lock makes sure
-	// of it for rawIO's sake.
+	// of it for rawio.IO's sake.
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	return c.raw.Read(p)
@@ -68,7 +70,7 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	if c.noWait {
 		n := len(p)
 		if len(c.pending) == 0 {
-			k, err := c.raw.writeOnce(p)
+			k, err := c.raw.WriteOnce(p)
 			if err != nil {
 				return 0, err
 			}

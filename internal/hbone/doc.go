@@ -49,8 +49,8 @@
 //     side, and a slow destination still never blocks the read loop.
 //   - Windows of 1 MiB per stream and 4 MiB per connection, frames of
 //     256 KiB, full-size TLS records from the first byte.
-//   - Sockets are read and written with raw system calls (rawIO), which
-//     keeps the runtime's monitor thread asleep instead of waking it at
+//   - Sockets are read and written with raw system calls (internal/rawio),
+//     which keeps the runtime's monitor thread asleep instead of waking it at
 //     every burst of traffic; the read loop writes its acknowledgements
 //     and window updates itself with a non-blocking write (corkConn's
 //     no-wait mode) instead of handing them to another goroutine.

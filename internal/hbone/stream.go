@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/ambit-mesh/ambit/internal/rawio"
 )
 
 // Stream is one HBONE tunnel: an HTTP/2 CONNECT stream whose DATA frames
@@ -65,10 +67,10 @@ type Stream struct {
 	// Direct delivery (see onData): while WriteTo waits with nothing
 	// buffered, the read loop writes payloads straight to WriteTo's
 	// destination socket. Guarded by mu.
-	sink        *rawIO // WriteTo's destination, if a TCP socket
-	sinkIdle    bool   // WriteTo is waiting and rq is empty
-	sinkWritten int64  // bytes the read loop wrote, not yet counted by WriteTo
-	sinkErr     error  // a direct write failed: WriteTo returns it
+	sink        *rawio.IO // WriteTo's destination, if a TCP socket
+	sinkIdle    bool      // WriteTo is waiting and rq is empty
+	sinkWritten int64     // bytes the read loop wrote, not yet counted by WriteTo
+	sinkErr     error     // a direct write failed: WriteTo returns it
 
 	gotResp bool // client, read loop only: final response headers seen
 
@@ -192,7 +194,7 @@ func (s *Stream) onData(ch *chunk, small []byte, flow, n int64, end bool) {
 			if ch != nil {
 				p = ch.buf
 			}
-			k, err := s.sink.writeOnce(p)
+			k, err := s.sink.WriteOnce(p)
 			if err != nil {
 				s.sinkErr = err
 				s.sinkIdle = false
@@ -348,9 +350,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 // connection's read loop may write small payloads to it directly while
 // WriteTo waits (see onData): nothing else may write to w meanwhile.
 func (s *Stream) WriteTo(w io.Writer) (int64, error) {
-	var sink *rawIO
+	var sink *rawio.IO
 	if tc, ok := w.(*net.TCPConn); ok {
-		sink = newRawIO(tc)
+		sink = rawio.New(tc)
 	}
 	var total int64
 	for {
@@ -395,7 +397,7 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 		var err error
 		switch {
 		case sink != nil:
-			n, err = sink.writeBuffers(bufs, s.iovArr[:0])
+			n, err = sink.WriteBuffers(bufs, s.iovArr[:0])
 			clear(s.iovArr[:len(bufs)])
 		case len(bufs) == 1:
 			var k int
@@ -499,7 +501,7 @@ const (
 // becomes one DATA frame and one TLS write without copying.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 	if tc, ok := r.(*net.TCPConn); ok {
-		if rio := newRawIO(tc); rio != nil {
+		if rio := rawio.New(tc); rio != nil {
 			r = rio
 		}
 	}

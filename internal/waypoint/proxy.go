@@ -20,6 +20,7 @@ import (
 
 	meshv1 "github.com/ambit-mesh/ambit/api/mesh/v1"
 	"github.com/ambit-mesh/ambit/internal/hbone"
+	"github.com/ambit-mesh/ambit/internal/rawio"
 	"github.com/ambit-mesh/ambit/internal/spiffe"
 	"github.com/ambit-mesh/ambit/internal/telemetry"
 	"github.com/ambit-mesh/ambit/internal/ztunnel/authz"
@@ -141,9 +142,10 @@ func New(opts Options) (*Proxy, error) {
 		var d net.Dialer
 		opts.Dial = d.DialContext
 	}
-	opts.Dial = sysDial(opts.Dial)
+	// Plaintext upstream connections go through rawio; HBONE's (opts.Dial
+	// in the pool) already do inside hbone.
 	p := &Proxy{id: opts.Identity, store: opts.Store, metrics: opts.Metrics, tcpMetrics: opts.TCPMetrics,
-		limits: opts.Limits, dialTimeout: opts.DialTimeout, dial: opts.Dial, log: opts.Log, ln: newConnListener()}
+		limits: opts.Limits, dialTimeout: opts.DialTimeout, dial: rawio.Dialer(opts.Dial), log: opts.Log, ln: newConnListener()}
 	if opts.AccessLog != nil {
 		p.access = newAccessLog(opts.AccessLog)
 	}
@@ -244,7 +246,7 @@ func (p *Proxy) transport(h2 bool) *http.Transport {
 }
 
 // Serve accepts HBONE connections on l until Shutdown or Close.
-func (p *Proxy) Serve(l net.Listener) error { return p.hbone.Serve(sysListener{l}) }
+func (p *Proxy) Serve(l net.Listener) error { return p.hbone.Serve(l) }
 
 // ServePlain serves plaintext connections on l as if each were a tunnel
 // to authority from an unauthenticated client at its source address. It
@@ -273,7 +275,7 @@ func (p *Proxy) ServePlain(l net.Listener, authority netip.AddrPort) error {
 				c.Close()
 				return
 			}
-			p.serveStream(context.Background(), t, newSysConn(c).(stream), proto, p.log)
+			p.serveStream(context.Background(), t, rawio.Wrap(c).(stream), proto, p.log)
 		}()
 	}
 }
@@ -459,7 +461,7 @@ func (p *Proxy) relayTCP(ctx context.Context, t *tunnel, s stream, prefix []byte
 	m := counters("-")
 	m.Opened.Add(1)
 	// Unwrapped: Splice knows TCP connections (splice(2), resets).
-	res := hbone.Splice(ctx, unwrapSysConn(s), unwrapSysConn(up))
+	res := hbone.Splice(ctx, rawio.Unwrap(s), rawio.Unwrap(up))
 	m.Received.Add(uint64(res.AtoB) + uint64(len(prefix)))
 	m.Sent.Add(uint64(res.BtoA))
 	m.Closed.Add(1)

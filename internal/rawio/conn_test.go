@@ -1,4 +1,4 @@
-package waypoint
+package rawio
 
 import (
 	"bytes"
@@ -11,9 +11,9 @@ import (
 	"time"
 )
 
-// sysConnPair is a loopback TCP connection: the sysConn end and the plain
+// connPair is a loopback TCP connection: the Conn end and the plain
 // peer.
-func sysConnPair(t *testing.T) (*sysConn, net.Conn) {
+func connPair(t *testing.T) (*Conn, net.Conn) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -22,7 +22,7 @@ func sysConnPair(t *testing.T) (*sysConn, net.Conn) {
 	defer l.Close()
 	accepted := make(chan net.Conn, 1)
 	go func() {
-		c, err := sysListener{l}.Accept()
+		c, err := Listener{l}.Accept()
 		if err != nil {
 			accepted <- nil
 			return
@@ -34,16 +34,16 @@ func sysConnPair(t *testing.T) (*sysConn, net.Conn) {
 		t.Fatal(err)
 	}
 	c := <-accepted
-	sc, ok := c.(*sysConn)
+	sc, ok := c.(*Conn)
 	if !ok {
-		t.Fatalf("accepted %T, want *sysConn", c)
+		t.Fatalf("accepted %T, want *Conn", c)
 	}
 	t.Cleanup(func() { sc.Close(); peer.Close() })
 	return sc, peer
 }
 
-func TestSysConnReadWrite(t *testing.T) {
-	sc, peer := sysConnPair(t)
+func TestConnReadWrite(t *testing.T) {
+	sc, peer := connPair(t)
 	if _, err := peer.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
@@ -80,8 +80,8 @@ func TestSysConnReadWrite(t *testing.T) {
 
 // Errors are the ones net's own connections return, so that callers'
 // checks hold.
-func TestSysConnErrors(t *testing.T) {
-	sc, peer := sysConnPair(t)
+func TestConnErrors(t *testing.T) {
+	sc, peer := connPair(t)
 	buf := make([]byte, 16)
 
 	sc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
@@ -113,8 +113,8 @@ func TestSysConnErrors(t *testing.T) {
 	peer.Close()
 }
 
-func TestSysConnReset(t *testing.T) {
-	sc, peer := sysConnPair(t)
+func TestConnReset(t *testing.T) {
+	sc, peer := connPair(t)
 	peer.(*net.TCPConn).SetLinger(0)
 	peer.Close() // RST
 	time.Sleep(20 * time.Millisecond)
@@ -126,8 +126,8 @@ func TestSysConnReset(t *testing.T) {
 }
 
 // Reads and writes may run at once, as on any net.Conn.
-func TestSysConnConcurrent(t *testing.T) {
-	sc, peer := sysConnPair(t)
+func TestConnConcurrent(t *testing.T) {
+	sc, peer := connPair(t)
 	const n = 1 << 20
 	var wg sync.WaitGroup
 	wg.Add(2)

@@ -1,4 +1,22 @@
-package hbone
+// Package rawio reads and writes non-blocking sockets with raw read(2),
+// write(2) and writev(2) inside syscall.RawConn's callbacks: readiness is
+// still awaited in the runtime's poller, and deadlines and Close still
+// apply, as with net.Conn, but the calls skip the runtime's system-call
+// bookkeeping (entersyscall/exitsyscall).
+//
+// Why: the first system call after the process was idle wakes the
+// runtime's monitor thread (sysmon), which then polls every 20 µs until
+// the process is idle again. A proxy hop is exactly such a burst — wake
+// up, read, write, sleep — so every hop paid a futex wake-up of sysmon on
+// its critical path plus a few sysmon wake-ups after it: a tenth of a
+// ztunnel's CPU under bulk transfer and of a waypoint's at 1000 requests/s
+// (bench/README.md). Calls on a non-blocking descriptor never block, so
+// nothing needs the bookkeeping's hand-off of the P to another thread.
+//
+// It is for the data-plane proxies' sockets: internal/hbone (under TLS and
+// the tunnels' TCP ends) and internal/waypoint (plaintext and upstream
+// connections), through IO or Conn.
+package rawio
 
 import (
 	"io"
@@ -7,24 +25,14 @@ import (
 	"unsafe"
 )
 
-// rawIO reads and writes a non-blocking socket with raw read(2), write(2)
-// and writev(2) inside syscall.RawConn's callbacks, waiting for readiness
-// through the runtime's poller as net.Conn does, but without the runtime's
-// system-call bookkeeping (entersyscall/exitsyscall).
-//
-// Why: the first system call after the process was idle wakes the
-// runtime's monitor thread (sysmon), which then polls every 20 µs until
-// the process is idle again. A proxy hop is exactly such a burst — wake
-// up, read, write, sleep — so every hop paid a futex wake-up of sysmon on
-// its critical path plus a few sysmon wake-ups after it: with bulk
-// transfers a tenth of the receiving ztunnel's CPU was sysmon's
-// context switches (bench/README.md). Socket calls on a non-blocking
-// descriptor never block, so nothing needs the bookkeeping's hand-off of
-// the P to another thread; they only hold the P while the kernel copies.
-//
-// A rawIO's callbacks are made once, so a call allocates nothing; it must
-// not be used by two goroutines at once for the same direction.
-type rawIO struct {
+// maxRW bounds one system call, as internal/poll does (some kernels refuse
+// larger ones).
+const maxRW = 1 << 30
+
+// IO makes the raw calls on one socket. Its callbacks are made once, so a
+// call allocates nothing. It must not be used by two goroutines at once
+// for the same direction: callers that may do so lock (Conn does).
+type IO struct {
 	rc syscall.RawConn
 
 	rfn, wfn, wvfn func(fd uintptr) bool
@@ -35,8 +43,8 @@ type rawIO struct {
 	once           bool // write: give up rather than wait for the socket
 }
 
-// newRawIO returns a rawIO for c, or nil if c offers no raw access.
-func newRawIO(c any) *rawIO {
+// New returns an IO for c, or nil if c offers no raw access.
+func New(c any) *IO {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil
@@ -45,12 +53,12 @@ func newRawIO(c any) *rawIO {
 	if err != nil {
 		return nil
 	}
-	r := &rawIO{rc: rc}
+	r := &IO{rc: rc}
 	r.rfn, r.wfn, r.wvfn = r.read, r.write, r.writev
 	return r
 }
 
-func (r *rawIO) read(fd uintptr) bool {
+func (r *IO) read(fd uintptr) bool {
 	for {
 		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rp[0])), uintptr(len(r.rp)))
 		switch e {
@@ -64,7 +72,7 @@ func (r *rawIO) read(fd uintptr) bool {
 	}
 }
 
-func (r *rawIO) write(fd uintptr) bool {
+func (r *IO) write(fd uintptr) bool {
 	for {
 		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wp[0])), uintptr(len(r.wp)))
 		switch e {
@@ -78,7 +86,7 @@ func (r *rawIO) write(fd uintptr) bool {
 	}
 }
 
-func (r *rawIO) writev(fd uintptr) bool {
+func (r *IO) writev(fd uintptr) bool {
 	for {
 		n, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(len(r.iov)))
 		switch e {
@@ -92,13 +100,13 @@ func (r *rawIO) writev(fd uintptr) bool {
 	}
 }
 
-// Read is net.Conn's Read: io.EOF at the peer's FIN; deadlines and Close
-// apply as they do to the net.Conn.
-func (r *rawIO) Read(p []byte) (int, error) {
+// Read is net.Conn's Read: io.EOF at the peer's FIN; errors from the
+// RawConn (deadlines, Close) are returned as it gives them.
+func (r *IO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	r.rp, r.rn, r.rerr = p, 0, 0
+	r.rp, r.rn, r.rerr = p[:min(len(p), maxRW)], 0, 0
 	err := r.rc.Read(r.rfn)
 	r.rp = nil
 	switch {
@@ -113,10 +121,11 @@ func (r *rawIO) Read(p []byte) (int, error) {
 }
 
 // Write writes all of p, waiting for the socket as needed.
-func (r *rawIO) Write(p []byte) (int, error) {
+func (r *IO) Write(p []byte) (int, error) {
 	written := 0
 	for written < len(p) {
-		r.wp, r.wn, r.werr = p[written:], 0, 0
+		rest := p[written:]
+		r.wp, r.wn, r.werr = rest[:min(len(rest), maxRW)], 0, 0
 		err := r.rc.Write(r.wfn)
 		r.wp = nil
 		written += r.wn
@@ -130,13 +139,13 @@ func (r *rawIO) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// writeOnce makes one non-blocking write(2) of p: it returns how much the
+// WriteOnce makes one non-blocking write(2) of p: it returns how much the
 // socket took, 0 (and no error) if its buffer is full.
-func (r *rawIO) writeOnce(p []byte) (int, error) {
+func (r *IO) WriteOnce(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	r.wp, r.wn, r.werr, r.once = p, 0, 0, true
+	r.wp, r.wn, r.werr, r.once = p[:min(len(p), maxRW)], 0, 0, true
 	err := r.rc.Write(r.wfn)
 	r.wp, r.once = nil, false
 	switch {
@@ -148,10 +157,10 @@ func (r *rawIO) writeOnce(p []byte) (int, error) {
 	return r.wn, nil
 }
 
-// writeBuffers writes all of bufs with writev(2); iov is scratch space
+// WriteBuffers writes all of bufs with writev(2); iov is scratch space
 // for at least len(bufs) entries, which the caller clears afterwards (it
 // points into bufs).
-func (r *rawIO) writeBuffers(bufs [][]byte, iov []syscall.Iovec) (int64, error) {
+func (r *IO) WriteBuffers(bufs [][]byte, iov []syscall.Iovec) (int64, error) {
 	var total int64
 	for len(bufs) > 0 {
 		iov = iov[:0]

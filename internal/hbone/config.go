@@ -10,12 +10,18 @@ const (
 	DefaultMaxConcurrentStreams = 100
 	// The windows bound what a fast sender can make a receiver buffer when
 	// the application reads slower than the tunnel delivers: per stream and
-	// per connection. 1 MiB covers the bandwidth-delay product of 8 Gbit/s
-	// at 1 ms; the 4 MiB Istio's ztunnel uses cost 4 MiB of memory per bulk
-	// stream here, for no throughput gain beyond the benchmark noise
-	// (bench/README.md).
-	DefaultStreamWindow     = 1 << 20
-	DefaultConnWindow       = 4 << 20
+	// per connection. The window must also cover everything between the
+	// sender's reservation and the receiver's WINDOW_UPDATE coming back:
+	// TCP buffers both ways, decryption, the write to the destination and
+	// the scheduling delays of four busy processes on a small node. With
+	// 1 MiB the sending ztunnel of a single bulk stream waited for window
+	// a tenth of the time. 2 MiB together with ReadFrom's bulk pipelining
+	// gave +3 to +13 % single-stream throughput (either alone: +0 to +3 %)
+	// for 2–4 MiB more peak RSS after bulk on the receiving side; 4 MiB
+	// (Istio's ztunnel's) gave another +7 % for another ~3 MiB
+	// (bench/README.md, 2026-12-02 21:15–22:20).
+	DefaultStreamWindow     = 2 << 20
+	DefaultConnWindow       = 8 << 20
 	DefaultMaxFrameSize     = 256 << 10
 	DefaultMaxHeaderBytes   = 32 << 10
 	DefaultKeepAliveTimeout = 15 * time.Second
@@ -31,7 +37,7 @@ type Tuning struct {
 	// limit, if lower) streams.
 	MaxConcurrentStreams int
 	// StreamWindow and ConnWindow are the receive flow-control windows
-	// (defaults 1 MiB per stream, 4 MiB per connection): how much a peer
+	// (defaults 2 MiB per stream, 8 MiB per connection): how much a peer
 	// may send ahead of the reader, and so the memory a slow reader can
 	// make this end buffer. At most 2^31-1.
 	StreamWindow int

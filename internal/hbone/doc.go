@@ -47,7 +47,10 @@
 //     itself with one non-blocking write(2), queueing only what the socket
 //     does not take: no goroutine wake-up per request on the receiving
 //     side, and a slow destination still never blocks the read loop.
-//   - Windows of 1 MiB per stream and 4 MiB per connection, frames of
+//   - A bulk ReadFrom (reads that fill its 256 KiB buffer) reads the
+//     source on one goroutine while another sends (window, encryption,
+//     write(2)) the buffer read before; small reads stay on one goroutine.
+//   - Windows of 2 MiB per stream and 8 MiB per connection, frames of
 //     256 KiB, full-size TLS records from the first byte.
 //   - Sockets are read and written with raw system calls (internal/rawio),
 //     which keeps the runtime's monitor thread asleep instead of waking it at

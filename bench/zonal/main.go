@@ -44,6 +44,7 @@ var (
 	out      = flag.String("out", "", "also write the report to this file")
 	keepUp   = flag.Bool("keep", false, "leave the cluster running at the end")
 	warmup   = flag.Duration("warmup", 4*time.Second, "unmeasured load before each phase")
+	uniform  = flag.Bool("uniform", true, "spread each client's connections evenly over fortio's pacing period (fortio -uniform); false sends all of a client's connections at the same instant, in bursts of -c requests")
 	zones    = []string{"zone-a", "zone-b", "zone-c"}
 	service  = "echo.zonal.svc.cluster.local"
 	workDir  string
@@ -400,7 +401,11 @@ func load(client string, d time.Duration) (fortioResult, error) {
 	fortioBin, _ := filepath.Abs(*fortio)
 	args := []string{"exec", "--name", *name, "-n", "zonal", "deploy/" + client, "--", fortioBin, "load", "-quiet",
 		"-qps", fmt.Sprint(*qps), "-c", fmt.Sprint(*conns), "-t", d.String(), "-r", "0.0001", "-timeout", "5s",
-		"-allow-initial-errors", "-json", path, "http://echo/"}
+		"-allow-initial-errors", "-json", path}
+	if *uniform {
+		args = append(args, "-uniform")
+	}
+	args = append(args, "http://echo/")
 	if err := ambit(io.Discard, args...); err != nil {
 		// fortio exits non-zero when some requests failed; the JSON says how many.
 		if _, serr := os.Stat(path); serr != nil {
@@ -512,7 +517,11 @@ func returned(tl []second, at float64) string {
 
 func render(ps []*phase) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Zonal routing experiment (seed 000): %d qps from each of 3 zones' clients (fortio, %d connections each), %s per phase; zone-c degraded = its backends +%s\n\n", *qps, *conns, *dur, *delay)
+	pacing := "connections spread evenly (-uniform)"
+	if !*uniform {
+		pacing = "connections in step"
+	}
+	fmt.Fprintf(&b, "Zonal routing experiment (seed 000): %d qps from each of 3 zones' clients (fortio, %d connections each, %s), %s per phase; zone-c degraded = its backends +%s\n\n", *qps, *conns, pacing, *dur, *delay)
 	fmt.Fprintf(&b, "%-16s %-9s %9s %7s %10s %11s %9s %9s\n", "phase", "locality", "requests", "errors", "cross-req", "cross-bytes", "p50 ms", "p99 ms")
 	for _, p := range ps {
 		fmt.Fprintf(&b, "%-16s %-9s %9d %7d %9.1f%% %10.1f%% %9.2f %9.2f\n", p.Name, p.Mode, p.Requests, p.Errors, 100*p.CrossReq, 100*p.CrossBytes, p.P50, p.P99)

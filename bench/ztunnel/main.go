@@ -141,7 +141,7 @@ var (
 	flagPayload  = flag.Int("payload", 1024, "fortio payload bytes")
 	flagOut      = flag.String("out", "", "write raw results as JSON to this file")
 	flagWays     = flag.String("ways", "direct,stunnel,ztunnel", "ways to run")
-	flagTests    = flag.String("tests", "qps1000,qpsmax,iperf", "measurements of each round (for a quick A/B of one of them)")
+	flagTests    = flag.String("tests", "qps1000,qps1000u,qpsmax,iperf", "measurements of each round (for a quick A/B of one of them); qps1000u is 1000 qps with the connections spread over the pacing period (fortio -uniform) instead of sending together")
 	flagPerf     = flag.String("perf", "", "after the rounds, record `perf` CPU profiles of each proxy pair at 1000 qps, max and under iperf3 into this directory")
 	flagDiag     = flag.Bool("diag", false, "after the rounds, count syscalls, context switches and CPU time of each proxy pair (perf stat) per request at 1000 qps and max, and per MB under iperf3")
 	flagKeep     = flag.Bool("v", false, "verbose: pass proxy logs through")
@@ -443,13 +443,13 @@ func run(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", w.name, err)
 		}
 	}
-	log.Printf("all paths answer; %d rounds × %d ways × (fortio 1000 qps %v, fortio max %v, iperf3 %ds)", *flagRounds, len(ways), *flagDuration, *flagDuration, *flagIperfT)
+	log.Printf("all paths answer; %d rounds × %d ways × (%s: fortio runs of %v, iperf3 %ds)", *flagRounds, len(ways), *flagTests, *flagDuration, *flagIperfT)
 
 	var samples []sample
 	tests := strings.Split(*flagTests, ",")
 	for _, t := range tests {
-		if t != "qps1000" && t != "qpsmax" && t != "iperf" {
-			return fmt.Errorf("unknown test %q (want qps1000, qpsmax, iperf)", t)
+		if t != "qps1000" && t != "qps1000u" && t != "qpsmax" && t != "iperf" {
+			return fmt.Errorf("unknown test %q (want qps1000, qps1000u, qpsmax, iperf)", t)
 		}
 	}
 	for r := 0; r < *flagRounds; r++ {
@@ -546,12 +546,12 @@ func measure(ctx context.Context, w *way, test, fortio, iperf string) (sample, e
 	t0 := time.Now()
 	var err error
 	switch test {
-	case "qps1000", "qpsmax":
+	case "qps1000", "qps1000u", "qpsmax":
 		qps := "1000"
 		if test == "qpsmax" {
 			qps = "0"
 		}
-		err = runFortio(ctx, w, fortio, qps, *flagDuration, &s)
+		err = runFortio(ctx, w, fortio, qps, test == "qps1000u", *flagDuration, &s)
 	case "iperf":
 		err = runIperf(ctx, w, iperf, &s)
 	}
@@ -566,10 +566,18 @@ func measure(ctx context.Context, w *way, test, fortio, iperf string) (sample, e
 	return s, err
 }
 
-func runFortio(ctx context.Context, w *way, fortio, qps string, d time.Duration, s *sample) error {
+// runFortio loads w's path at qps (0: as fast as it goes). fortio paces each
+// connection at qps/c from the same start, so by default the c connections
+// send together, in bursts of c requests; uniform spreads their requests
+// evenly over the period (fortio -uniform), a steady arrival rate.
+func runFortio(ctx context.Context, w *way, fortio, qps string, uniform bool, d time.Duration, s *sample) error {
 	out := filepath.Join(logDir, fmt.Sprintf("fortio-%s-%s-%d.json", w.name, qps, time.Now().UnixNano()))
-	_, err := output(ctx, w.client.ns, d+30*time.Second, fortio, "load", "-qps", qps, "-c", strconv.Itoa(*flagConns),
-		"-t", d.String(), "-payload-size", strconv.Itoa(*flagPayload), "-r", "0.00001", "-json", out, "-quiet", "-loglevel", "Error", w.httpURL)
+	args := []string{"load", "-qps", qps, "-c", strconv.Itoa(*flagConns), "-t", d.String(),
+		"-payload-size", strconv.Itoa(*flagPayload), "-r", "0.00001", "-json", out, "-quiet", "-loglevel", "Error"}
+	if uniform {
+		args = append(args, "-uniform")
+	}
+	_, err := output(ctx, w.client.ns, d+30*time.Second, fortio, append(args, w.httpURL)...)
 	if err != nil {
 		return err
 	}
@@ -881,7 +889,7 @@ func diag(ctx context.Context, w *way, fortio, iperf, load string) error {
 		unit = "MB"
 	} else {
 		d := max(*flagDuration-2*time.Second, time.Second)
-		err = runFortio(ctx, w, fortio, load, d, &s)
+		err = runFortio(ctx, w, fortio, load, false, d, &s)
 		units = s.QPS * d.Seconds()
 	}
 	for _, c := range recs {
@@ -941,7 +949,7 @@ func report(ways []*way, samples []sample) {
 				continue
 			}
 			switch s.Test {
-			case "qps1000", "qpsmax":
+			case "qps1000", "qps1000u", "qpsmax":
 				k := s.Test
 				vals[k+".qps"] = append(vals[k+".qps"], s.QPS)
 				vals[k+".p50"] = append(vals[k+".p50"], s.P50)
@@ -991,6 +999,10 @@ func report(ways []*way, samples []sample) {
 		{"1000 qps: p99 ms", "qps1000.p99", "%.3f"},
 		{"1000 qps: proxy pair vCPU", "qps1000.cpuabs", "%.3f"},
 		{"1000 qps: pair vCPU per 1000 rps", "qps1000.cpu", "%.3f"},
+		{"1000 qps spread (-uniform): p50 ms", "qps1000u.p50", "%.3f"},
+		{"1000 qps spread (-uniform): p90 ms", "qps1000u.p90", "%.3f"},
+		{"1000 qps spread (-uniform): p99 ms", "qps1000u.p99", "%.3f"},
+		{"1000 qps spread (-uniform): pair vCPU per 1000 rps", "qps1000u.cpu", "%.3f"},
 		{"max qps: achieved qps", "qpsmax.qps", "%.0f"},
 		{"max qps: p50 ms", "qpsmax.p50", "%.3f"},
 		{"max qps: p90 ms", "qpsmax.p90", "%.3f"},
@@ -1055,6 +1067,11 @@ func ratios(zname string, z, s, d agg) {
 	fmt.Printf("  CPU per 1000 rps @max qps    %s  [≤ 1]  %s\n", ratio(z["qpsmax.cpu"], s["qpsmax.cpu"]), verdict(z["qpsmax.cpu"] <= s["qpsmax.cpu"]))
 	za, sa := z["qps1000.p50"]-d["qps1000.p50"], s["qps1000.p50"]-d["qps1000.p50"]
 	fmt.Printf("  added p50 @1000 qps          %s  (ztunnel +%.3f ms, stunnel +%.3f ms over direct)  [≤ 1]  %s\n", ratio(za, sa), za, sa, verdict(za <= sa))
+	if _, ok := z["qps1000u.p50"]; ok {
+		za, sa = z["qps1000u.p50"]-d["qps1000u.p50"], s["qps1000u.p50"]-d["qps1000u.p50"]
+		fmt.Printf("  added p50 @1000 qps spread   %s  (ztunnel +%.3f ms, stunnel +%.3f ms over direct)  [≤ 1]  %s\n", ratio(za, sa), za, sa, verdict(za <= sa))
+		fmt.Printf("  CPU per 1000 rps @1000 spread %s  [≤ 1]  %s\n", ratio(z["qps1000u.cpu"], s["qps1000u.cpu"]), verdict(z["qps1000u.cpu"] <= s["qps1000u.cpu"]))
+	}
 	za, sa = z["qpsmax.p50"]-d["qpsmax.p50"], s["qpsmax.p50"]-d["qpsmax.p50"]
 	fmt.Printf("  added p50 @max qps           %s  (ztunnel +%.3f ms, stunnel +%.3f ms)  (informational: queueing)\n", ratio(za, sa), za, sa)
 	fmt.Printf("  single-stream throughput     %s  [≥ 1]  %s\n", ratio(z["iperf.gbps"], s["iperf.gbps"]), verdict(z["iperf.gbps"] >= s["iperf.gbps"]))

@@ -334,7 +334,8 @@ func compileRetry(field string, rt *meshv1.Retry) (*retryPolicy, error) {
 // defaultRetry is Istio's default retry policy for HTTP routes that set
 // none (meshConfig.defaultHttpRetryPolicy): two retries on connection
 // failures, refused streams, gRPC unavailable/cancelled and 503, each on
-// another endpoint where there is one.
+// an endpoint the request has not tried yet where there is one (Envoy's
+// previous_hosts retry predicate, which Istio's default policy sets).
 var defaultRetry = &retryPolicy{attempts: 2, onConnect: true, codes: map[int]bool{503: true}, grpcCodes: map[string]bool{"1": true, "14": true}}
 
 func (p *retryPolicy) retriableStatus(code int, grpcStatus string) bool {

@@ -493,7 +493,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 	}
 	var resp *http.Response
 	var lastErr error
-	var exclude *state.Endpoint
+	var tried []*state.Endpoint // allocated on a retry only
 	for try := 0; try < attempts; try++ {
 		if try > 0 {
 			if !c.retryAllowed() {
@@ -523,7 +523,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 			// that changes nothing) lets a copy probe another zone.
 			shadow := try == 0 && !hasBody && !upgrade && (r.Method == http.MethodGet || r.Method == http.MethodHead)
 			var probe *state.Endpoint
-			e, probe = c.pickShadow(eps, &state.Request{Service: x.dstSvc, Port: sp, Source: c.caller(x.view, x.t, x.source()), Zone: headerValue(r.Header, destinationZoneHeader)}, hash, hasHash, exclude, shadow)
+			e, probe = c.pickShadow(eps, &state.Request{Service: x.dstSvc, Port: sp, Source: c.caller(x.view, x.t, x.source()), Zone: headerValue(r.Header, destinationZoneHeader)}, hash, hasHash, tried, shadow)
 			if probe != nil {
 				x.p.sendProbe(c, eps, probe, sp, r, x.t, host, path, rawPath)
 			}
@@ -614,7 +614,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 				resp = nil
 				x.release(c, st)
 				acancel()
-				exclude = e
+				tried = append(tried, e)
 				continue
 			}
 			if z := x.p.clusters.servedZone(e); z != "" {
@@ -627,7 +627,7 @@ func (x *exchange) forwardTo(rr *meshv1.RouteRule, be *meshv1.WeightedBackend, r
 		}
 		acancel()
 		x.release(c, st)
-		exclude = e
+		tried = append(tried, e)
 		if ctx.Err() != nil || (timedOut.Load() && !retriable) {
 			break
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -357,8 +358,10 @@ func (c *cluster) endpoints(eps []*state.Endpoint) []*state.Endpoint {
 }
 
 // pick chooses an endpoint by the cluster's load balancer, avoiding ejected
-// endpoints and exclude (the endpoint a retried attempt failed on) while
-// any other remains. hash is the consistent-hash key (used when hasHash).
+// endpoints and tried (the endpoints a retried request's earlier attempts
+// failed on: Envoy's previous_hosts predicate, part of Istio's default retry
+// policy) while any other remains. hash is the consistent-hash key (used
+// when hasHash).
 //
 // With the default policy (least request), loc (the
 // destination Service and port, the client's workload, a pinned zone) goes
@@ -367,8 +370,8 @@ func (c *cluster) endpoints(eps []*state.Endpoint) []*state.Endpoint {
 // localityLbSetting) picks the tier, avoiding ejected endpoints and
 // degraded zones; within it the better of two random endpoints by response
 // time × outstanding requests (Linkerd's peak-EWMA idea).
-func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, hasHash bool, exclude *state.Endpoint) *state.Endpoint {
-	e, _ := c.pickShadow(eps, loc, hash, hasHash, exclude, false)
+func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, hasHash bool, tried []*state.Endpoint) *state.Endpoint {
+	e, _ := c.pickShadow(eps, loc, hash, hasHash, tried, false)
 	return e
 }
 
@@ -376,7 +379,7 @@ func (c *cluster) pick(eps []*state.Endpoint, loc *state.Request, hash uint64, h
 // probe of another zone is due, the request still goes where the policy
 // says, and probe is the endpoint a copy of it should measure (see
 // lb.LocalityChooser.ChooseShadow); nil when none is due.
-func (c *cluster) pickShadow(eps []*state.Endpoint, loc *state.Request, hash uint64, hasHash bool, exclude *state.Endpoint, shadow bool) (e, probe *state.Endpoint) {
+func (c *cluster) pickShadow(eps []*state.Endpoint, loc *state.Request, hash uint64, hasHash bool, tried []*state.Endpoint, shadow bool) (e, probe *state.Endpoint) {
 	n := len(eps)
 	if n == 0 {
 		return nil, nil
@@ -400,10 +403,10 @@ func (c *cluster) pickShadow(eps []*state.Endpoint, loc *state.Request, hash uin
 			if c.tp.lb == lbLeastRequest {
 				lc.Scorer = c
 			}
-			if exclude != nil {
-				// A retry: another endpoint of the same tier (or pinned
-				// zone) if there is one, else the next tier.
-				lc.Ejector = excludeOne{exclude}
+			if len(tried) > 0 {
+				// A retry: an endpoint of the same tier (or pinned zone)
+				// not tried yet if there is one, else the next tier.
+				lc.Ejector = excluded(tried)
 			}
 			i, p := -1, -1
 			if shadow {
@@ -421,7 +424,7 @@ func (c *cluster) pickShadow(eps []*state.Endpoint, loc *state.Request, hash uin
 		}
 	}
 	ok := func(e *state.Endpoint, strict int) bool {
-		if strict >= 2 && e == exclude {
+		if strict >= 2 && slices.Contains(tried, e) {
 			return false
 		}
 		if strict >= 1 && c.health.Ejected(e) {
@@ -476,10 +479,11 @@ func (c *cluster) Score(e *state.Endpoint) float64 {
 	return float64(c.statsOf(e.Workload.GetUid()).active.Load()+1) * float64(max(c.health.Latency(e), time.Microsecond))
 }
 
-// excludeOne makes one endpoint ineligible while another remains.
-type excludeOne struct{ e *state.Endpoint }
+// excluded makes the endpoints a request has tried ineligible while another
+// remains.
+type excluded []*state.Endpoint
 
-func (x excludeOne) Ejected(e *state.Endpoint) bool { return e == x.e }
+func (x excluded) Ejected(e *state.Endpoint) bool { return slices.Contains(x, e) }
 
 func scan(eps []*state.Endpoint, start int, ok func(*state.Endpoint) bool) *state.Endpoint {
 	for i := range eps {

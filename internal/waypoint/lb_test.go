@@ -245,13 +245,13 @@ func TestPickPrefersClientZone(t *testing.T) {
 	// can, fails over when it cannot, and never leaves a pinned zone.
 	clientA := &meshv1.Workload{Locality: loc("zone-a")}
 	for range 20 {
-		if e := cl.pick(eps, &state.Request{Service: svc, Source: clientA}, 0, false, eps[0]); e.Workload.Uid != "a2" {
+		if e := cl.pick(eps, &state.Request{Service: svc, Source: clientA}, 0, false, eps[:1]); e.Workload.Uid != "a2" {
 			t.Fatalf("retry after a1 failed: %s, want a2", e.Workload.Uid)
 		}
-		if e := cs.get("svc", defaultTrafficPolicy, nil).pick(eps, &state.Request{Service: svc, Source: client}, 0, false, eps[2]); e.Locality.GetZone() != "zone-a" {
+		if e := cs.get("svc", defaultTrafficPolicy, nil).pick(eps, &state.Request{Service: svc, Source: client}, 0, false, eps[2:3]); e.Locality.GetZone() != "zone-a" {
 			t.Fatalf("retry after the only zone-b endpoint failed: %s, want zone-a", e.Workload.Uid)
 		}
-		if e := cs.get("svc", defaultTrafficPolicy, nil).pick(eps, &state.Request{Service: svc, Source: clientA, Zone: "zone-b"}, 0, false, eps[2]); e.Workload.Uid != "b1" {
+		if e := cs.get("svc", defaultTrafficPolicy, nil).pick(eps, &state.Request{Service: svc, Source: clientA, Zone: "zone-b"}, 0, false, eps[2:3]); e.Workload.Uid != "b1" {
 			t.Fatalf("retry pinned to zone-b: %s, want b1 again", e.Workload.Uid)
 		}
 	}

@@ -44,6 +44,7 @@ var (
 	out      = flag.String("out", "", "also write the report to this file")
 	keepUp   = flag.Bool("keep", false, "leave the cluster running at the end")
 	warmup   = flag.Duration("warmup", 4*time.Second, "unmeasured load before each phase")
+	reps     = flag.Int("reps", 3, "how many times the locality-on healthy and degraded phases run, in turn; the degraded/healthy p99 ratio is the median of the repetitions' ratios (a run's p99 moves with whatever else the 2-vCPU machine does)")
 	uniform  = flag.Bool("uniform", true, "spread each client's connections evenly over fortio's pacing period (fortio -uniform); false sends all of a client's connections at the same instant, in bursts of -c requests")
 	zones    = []string{"zone-a", "zone-b", "zone-c"}
 	service  = "echo.zonal.svc.cluster.local"
@@ -68,6 +69,7 @@ func logf(format string, args ...any) {
 // phase is one measured load run.
 type phase struct {
 	Mode, Name string
+	Rep        int // 1-based repetition of the mode's healthy and degraded phases
 	Requests   uint64
 	Errors     uint64
 	CrossReq   float64 // share of requests served in another zone than the client's
@@ -110,6 +112,9 @@ func run() error {
 	if !*keepUp {
 		defer ambit(nil, "down", "--name", *name)
 	}
+	if *reps < 1 {
+		return fmt.Errorf("-reps %d: want at least 1", *reps)
+	}
 	var phases []*phase
 	for _, mode := range []string{"off", "on"} {
 		on := mode == "on"
@@ -118,26 +123,35 @@ func run() error {
 			return err
 		}
 		time.Sleep(2 * time.Second) // the proxies have it well within this
-		logf("locality %s, healthy", mode)
-		p, err := measure(mode, "healthy", *dur, nil)
-		if err != nil {
-			return err
+		n := 1
+		if on {
+			n = *reps
 		}
-		phases = append(phases, p)
+		for r := 1; r <= n; r++ {
+			logf("locality %s, healthy (%d of %d)", mode, r, n)
+			p, err := measure(mode, "healthy", *dur, nil)
+			if err != nil {
+				return err
+			}
+			p.Rep = r
+			phases = append(phases, p)
 
-		logf("locality %s, zone-c degraded (+%s)", mode, *delay)
-		p, err = measure(mode, "zone-c degraded", *dur, []event{{at: 3 * time.Second, do: func() { setDelay(*delay) }, what: "zone-c degraded"}})
-		if err != nil {
-			return err
-		}
-		p.Note = steeredAway(p.Timeline, 3)
-		phases = append(phases, p)
-		setDelay("0s")
-		// The next phase is meant to start healthy: keep the load on until
-		// every waypoint has seen zone-c recover (fail-back is deliberately
-		// slow: probes every 5 s, each moving the average at most halfway).
-		if err := settle(90 * time.Second); err != nil {
-			return err
+			logf("locality %s, zone-c degraded (+%s) (%d of %d)", mode, *delay, r, n)
+			p, err = measure(mode, "zone-c degraded", *dur, []event{{at: 3 * time.Second, do: func() { setDelay(*delay) }, what: "zone-c degraded"}})
+			if err != nil {
+				return err
+			}
+			p.Rep = r
+			p.Note = steeredAway(p.Timeline, 3)
+			phases = append(phases, p)
+			setDelay("0s")
+			// The next phase is meant to start healthy: keep the load on
+			// until every waypoint has seen zone-c recover (fail-back is
+			// deliberately slow: probes every 5 s, each moving the average
+			// at most halfway).
+			if err := settle(90 * time.Second); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -524,7 +538,7 @@ func render(ps []*phase) string {
 	fmt.Fprintf(&b, "Zonal routing experiment (seed 000): %d qps from each of 3 zones' clients (fortio, %d connections each, %s), %s per phase; zone-c degraded = its backends +%s\n\n", *qps, *conns, pacing, *dur, *delay)
 	fmt.Fprintf(&b, "%-16s %-9s %9s %7s %10s %11s %9s %9s\n", "phase", "locality", "requests", "errors", "cross-req", "cross-bytes", "p50 ms", "p99 ms")
 	for _, p := range ps {
-		fmt.Fprintf(&b, "%-16s %-9s %9d %7d %9.1f%% %10.1f%% %9.2f %9.2f\n", p.Name, p.Mode, p.Requests, p.Errors, 100*p.CrossReq, 100*p.CrossBytes, p.P50, p.P99)
+		fmt.Fprintf(&b, "%-16s %-9s %9d %7d %9.1f%% %10.1f%% %9.2f %9.2f\n", p.Name, p.modeRep(), p.Requests, p.Errors, 100*p.CrossReq, 100*p.CrossBytes, p.P50, p.P99)
 	}
 	fmt.Fprintln(&b)
 	find := func(mode, name string) *phase {
@@ -535,11 +549,30 @@ func render(ps []*phase) string {
 		}
 		return nil
 	}
-	if off, on := find("off", "healthy"), find("on", "healthy"); off != nil && on != nil && off.CrossBytes > 0 {
-		fmt.Fprintf(&b, "healthy: cross-zone bytes reduced by %.1f%% with locality on (target ≥ 82%%)\n", 100*(1-on.CrossBytes/off.CrossBytes))
+	// Locality on: each repetition's healthy and degraded phases.
+	var pairs [][2]*phase
+	for _, p := range ps {
+		if p.Mode == "on" && p.Name == "healthy" {
+			for _, d := range ps {
+				if d.Mode == "on" && d.Name == "zone-c degraded" && d.Rep == p.Rep {
+					pairs = append(pairs, [2]*phase{p, d})
+				}
+			}
+		}
 	}
-	if h, d := find("on", "healthy"), find("on", "zone-c degraded"); h != nil && d != nil {
-		fmt.Fprintf(&b, "degraded, locality on: p99 %.2f ms = %.2f × the healthy p99 (target ≤ 1.5), %d failed requests (target 0); %s\n", d.P99, d.P99/h.P99, d.Errors, d.Note)
+	if off := find("off", "healthy"); off != nil && off.CrossBytes > 0 {
+		for _, hd := range pairs {
+			fmt.Fprintf(&b, "healthy%s: cross-zone bytes reduced by %.1f%% with locality on (target ≥ 82%%)\n", hd[0].repSuffix(), 100*(1-hd[0].CrossBytes/off.CrossBytes))
+		}
+	}
+	var ratios []float64
+	for _, hd := range pairs {
+		h, d := hd[0], hd[1]
+		ratios = append(ratios, d.P99/h.P99)
+		fmt.Fprintf(&b, "degraded%s, locality on: p99 %.2f ms = %.2f × the healthy p99, %d failed requests (target 0); %s\n", d.repSuffix(), d.P99, d.P99/h.P99, d.Errors, d.Note)
+	}
+	if len(ratios) > 0 {
+		fmt.Fprintf(&b, "degraded/healthy p99, median of %d repetitions: %.2f × (target ≤ 1.5)\n", len(ratios), medianOf(ratios))
 	}
 	if d := find("off", "zone-c degraded"); d != nil {
 		fmt.Fprintf(&b, "degraded, locality off: %s\n", d.Note)
@@ -551,7 +584,7 @@ func render(ps []*phase) string {
 	}
 	fmt.Fprintln(&b, "\nPer client (p50/p99 ms, errors):")
 	for _, p := range ps {
-		fmt.Fprintf(&b, "  %-16s %-4s", p.Name, p.Mode)
+		fmt.Fprintf(&b, "  %-16s %-6s", p.Name, p.modeRep())
 		for _, z := range zones {
 			c := p.PerClient[z]
 			fmt.Fprintf(&b, "  %s %.2f/%.2f %d", z, c.P50, c.P99, c.Errors)
@@ -559,6 +592,26 @@ func render(ps []*phase) string {
 		fmt.Fprintln(&b)
 	}
 	return b.String()
+}
+
+// modeRep is the table's locality column: the mode, and the repetition
+// when the mode's phases ran more than once.
+func (p *phase) modeRep() string { return p.Mode + p.repSuffix() }
+
+func (p *phase) repSuffix() string {
+	if p.Mode == "on" && p.Name != "zone-a killed" && *reps > 1 {
+		return fmt.Sprintf(" #%d", p.Rep)
+	}
+	return ""
+}
+
+func medianOf(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // settle runs unmeasured load until no waypoint still holds zone-c

@@ -152,3 +152,20 @@ func TestConnConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A write the kernel refuses counts nothing written: the -1 of a failed
+// system call must not reach the byte counts (a stream giving back flow
+// control for what it did not deliver relies on them).
+func TestWriteErrorCountsNothing(t *testing.T) {
+	sc, peer := connPair(t)
+	peer.(*net.TCPConn).SetLinger(0)
+	peer.Close() // RST
+	time.Sleep(20 * time.Millisecond)
+	if n, err := sc.io.Write([]byte("x")); err == nil || n != 0 {
+		t.Errorf("Write after a reset: %d, %v; want 0 and an error", n, err)
+	}
+	n, err := sc.io.WriteBuffers([][]byte{[]byte("a"), []byte("b")}, nil)
+	if err == nil || n != 0 {
+		t.Errorf("WriteBuffers after a reset: %d, %v; want 0 and an error", n, err)
+	}
+}

@@ -58,46 +58,49 @@ func New(c any) *IO {
 	return r
 }
 
-func (r *IO) read(fd uintptr) bool {
+// call makes one raw system call on a non-blocking socket, again when a
+// signal interrupts it. again reports EAGAIN (wait for the socket); n is 0
+// whenever errno is set, never the -1 the kernel returns.
+func call(trap, fd uintptr, p unsafe.Pointer, n int) (done int, errno syscall.Errno, again bool) {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rp[0])), uintptr(len(r.rp)))
+		r, _, e := syscall.RawSyscall(trap, fd, uintptr(p), uintptr(n))
 		switch e {
+		case 0:
+			return int(r), 0, false
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			return false // wait until readable
+			return 0, e, true
 		}
-		r.rn, r.rerr = int(n), e
-		return true
+		return 0, e, false
 	}
+}
+
+func (r *IO) read(fd uintptr) bool {
+	n, e, again := call(syscall.SYS_READ, fd, unsafe.Pointer(&r.rp[0]), len(r.rp))
+	if again {
+		return false // wait until readable
+	}
+	r.rn, r.rerr = n, e
+	return true
 }
 
 func (r *IO) write(fd uintptr) bool {
-	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wp[0])), uintptr(len(r.wp)))
-		switch e {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return r.once // wait until writable, unless once
-		}
-		r.wn, r.werr = int(n), e
-		return true
+	n, e, again := call(syscall.SYS_WRITE, fd, unsafe.Pointer(&r.wp[0]), len(r.wp))
+	if again {
+		return r.once // wait until writable, unless once
 	}
+	r.wn, r.werr = n, e
+	return true
 }
 
 func (r *IO) writev(fd uintptr) bool {
-	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(len(r.iov)))
-		switch e {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false
-		}
-		r.wn, r.werr = int(n), e
-		return true
+	n, e, again := call(syscall.SYS_WRITEV, fd, unsafe.Pointer(&r.iov[0]), len(r.iov))
+	if again {
+		return false
 	}
+	r.wn, r.werr = n, e
+	return true
 }
 
 // Read is net.Conn's Read: io.EOF at the peer's FIN; errors from the

@@ -83,6 +83,13 @@ func (c *conn) sendLocked(b []byte) error {
 			c.wcond.Broadcast() // the queue has room again
 		}
 	}
+	c.stopWritingLocked()
+	return c.werr
+}
+
+// stopWritingLocked ends the writer's turn: the next write is made by
+// whoever comes, and those waiting for the queue may go on.
+func (c *conn) stopWritingLocked() {
 	c.writing = false
 	// Do not keep large buffers on idle connections.
 	if cap(c.wq) > 64<<10 {
@@ -94,7 +101,6 @@ func (c *conn) sendLocked(b []byte) error {
 	if c.wqWaiters > 0 {
 		c.wcond.Broadcast()
 	}
-	return c.werr
 }
 
 // writeOut writes to TLS; a batch of more than one TLS record goes out in
@@ -169,40 +175,30 @@ func (c *conn) queueControl(frame []byte) {
 		go c.sendQueued(pending)
 		return
 	}
-	c.writing = false
-	if c.wqWaiters > 0 {
-		c.wcond.Broadcast()
-	}
+	c.stopWritingLocked()
 	c.wmu.Unlock()
 }
 
 // sendQueued is a writer started by queueControl: it sends what a no-wait
 // write left (if pending), then the queue. c.writing is set on entry.
 func (c *conn) sendQueued(pending bool) {
+	var err error
 	if pending {
-		if err := c.cork.flushPending(); err != nil {
-			c.wmu.Lock()
-			c.failWriteLocked(err)
-			c.writing = false
-			c.wcond.Broadcast()
-			c.wmu.Unlock()
-			return
-		}
+		err = c.cork.flushPending()
 	}
 	c.wmu.Lock()
-	if len(c.wq) == 0 {
-		c.writing = false
-		if c.wqWaiters > 0 {
-			c.wcond.Broadcast()
-		}
-		c.wmu.Unlock()
+	defer c.wmu.Unlock()
+	if err != nil {
+		c.failWriteLocked(err)
+	}
+	if c.werr != nil || len(c.wq) == 0 {
+		c.stopWritingLocked()
 		return
 	}
 	b := c.wq
 	c.wq = c.wqOut[:0]
 	c.wqOut = b
 	c.sendLocked(b)
-	c.wmu.Unlock()
 }
 
 // waitWritten waits until nothing is being written or queued.

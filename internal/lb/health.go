@@ -383,14 +383,11 @@ func (h *Health) reassess(now time.Time, sampled *zoneStat, x float64) {
 		}
 		return 2 * (h.cfg.Factor*other + floor)
 	}
-	bestOther := best
-	if sampled == bestZ {
-		bestOther = second
-	}
 	// Strong evidence: compared with the other zones only (a zone is not
-	// slow against itself), and only while it is in use.
-	switch {
-	case sampled.degraded.Load() || math.IsInf(bestOther, 1) || x <= strong(sampled):
+	// slow against itself; no other zone measured: none), and only while
+	// it is in use.
+	switch s := strong(sampled); {
+	case sampled.degraded.Load() || math.IsInf(s, 1) || x <= s:
 		sampled.streak = 0
 	case sampled.streak == 0 || x < sampled.streakMin:
 		sampled.streak++
